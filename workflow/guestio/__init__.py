@@ -1,0 +1,1 @@
+"""guestio: reusable logic behind the reproduction pipeline (kernels, images, VM runs, results)."""
