@@ -1,0 +1,24 @@
+# guestio: every table and figure of Zhang et al. (2010) from one DAG.
+# Stages live in workflow/rules/*.smk; reusable logic in workflow/guestio/.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/kernel.smk"
+include: "workflow/rules/image.smk"
+include: "workflow/rules/run.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        expand(KERNEL_DIR + "/{variant}/build.json", variant=VARIANTS),
+        IMAGE,
+        DATA_DISK,
+        expand(RUN_DIR + "/smoke/{variant}/provenance.json", variant=config["smoke"]["variants"]),

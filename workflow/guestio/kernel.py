@@ -1,0 +1,230 @@
+"""Guest kernel source, patching and building.
+
+The pristine source is extracted once.  Each variant gets a hard-linked copy
+of it (files a patch touches are copied first, so the pristine tree never
+changes), is patched there, and is built out of tree in ``<tree>/.build`` so
+that kbuild uses relative paths; with ccache's base directory set, objects are
+shared between variants and between checkouts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from guestio import kconfig
+from guestio.util import sha256_file, write_json_atomic
+
+# Fixed build identity, so that two builds of the same input differ only where
+# the compiler makes them, and ccache hits across variants.
+REPRODUCIBLE_ENV = {
+    "KBUILD_BUILD_TIMESTAMP": "Thu Jan  1 00:00:00 UTC 1970",
+    "KBUILD_BUILD_USER": "guestio",
+    "KBUILD_BUILD_HOST": "guestio",
+    "KBUILD_BUILD_VERSION": "1",
+    "LC_ALL": "C",
+}
+
+OUTPUT_FILES = {
+    "bzImage": "arch/x86/boot/bzImage",
+    "System.map": "System.map",
+    "vmlinux": "vmlinux",
+    "config": ".config",
+}
+
+
+class KernelBuildError(Exception):
+    pass
+
+
+def debian_package_version(package: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["dpkg-query", "-W", "-f=${Version}", package],
+            capture_output=True, text=True, check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def extract_source(tarball: Path, dest: Path) -> dict:
+    """Extract a kernel tarball into dest (replacing it) and describe it."""
+    tarball = Path(tarball)
+    if not tarball.is_file():
+        raise KernelBuildError(f"kernel source tarball {tarball} does not exist (is linux-source-6.1 installed?)")
+    dest = Path(dest)
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    subprocess.run(["tar", "-xf", str(tarball), "-C", str(tmp), "--strip-components=1"], check=True)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return {"tarball": str(tarball), "sha256": sha256_file(tarball), "kernelversion": kernel_version(dest)}
+
+
+def kernel_version(tree: Path) -> str:
+    fields = {}
+    for line in (Path(tree) / "Makefile").read_text().splitlines()[:8]:
+        if m := re.match(r"^(VERSION|PATCHLEVEL|SUBLEVEL|EXTRAVERSION)\s*=\s*(.*)$", line):
+            fields[m.group(1)] = m.group(2).strip()
+    return "{VERSION}.{PATCHLEVEL}.{SUBLEVEL}{EXTRAVERSION}".format(**{"EXTRAVERSION": "", **fields})
+
+
+def patched_files(patch: Path) -> list[str]:
+    files = []
+    for line in Path(patch).read_text(errors="replace").splitlines():
+        if line.startswith("+++ "):
+            name = line[4:].split("\t")[0].strip()
+            if name != "/dev/null":
+                files.append(name.split("/", 1)[1] if "/" in name else name)
+    return files
+
+
+def _break_hardlink(path: Path) -> None:
+    if path.is_file() and path.stat().st_nlink > 1:
+        tmp = path.with_name(path.name + ".guestio-copy")
+        shutil.copy2(path, tmp)
+        tmp.replace(path)
+
+
+def check_patch(tree: Path, patch: Path) -> None:
+    """Dry-run a patch; raise naming the patch and the failing hunks."""
+    result = subprocess.run(
+        ["patch", "-p1", "--dry-run", "--batch", "--forward", "-i", str(Path(patch).resolve())],
+        cwd=tree, capture_output=True, text=True,
+    )
+    if result.returncode != 0:
+        failures = []
+        current = "?"
+        for line in (result.stdout + result.stderr).splitlines():
+            if m := re.match(r"^checking file (.*)$", line):
+                current = m.group(1)
+            elif "FAILED" in line or "Reversed" in line or "can't find file" in line or "malformed" in line:
+                failures.append(f"{current}: {line.strip()}")
+        detail = "; ".join(failures) or (result.stdout + result.stderr).strip()
+        raise KernelBuildError(f"patch {patch} does not apply: {detail}")
+
+
+def apply_patches(tree: Path, patches: list[Path]) -> None:
+    """Apply patches in order.  Each is dry-run first, so a bad one leaves nothing half-applied."""
+    for patch in patches:
+        check_patch(tree, patch)
+        for name in patched_files(patch):
+            _break_hardlink(Path(tree) / name)
+        subprocess.run(
+            ["patch", "-p1", "--batch", "--forward", "--no-backup-if-mismatch", "-s", "-i", str(Path(patch).resolve())],
+            cwd=tree, check=True,
+        )
+
+
+def prepare_tree(pristine: Path, tree: Path, patches: list[Path]) -> None:
+    """A hard-linked copy of the pristine source with the variant's patches applied."""
+    shutil.rmtree(tree, ignore_errors=True)
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cp", "-al", str(pristine), str(tree)], check=True)
+    apply_patches(tree, patches)
+
+
+def build_env(ccache_dir: Path | None) -> dict:
+    env = dict(os.environ, **REPRODUCIBLE_ENV)
+    if ccache_dir is not None:
+        env.update(
+            CCACHE_DIR=str(Path(ccache_dir).expanduser()),
+            CCACHE_BASEDIR="/",
+            CCACHE_NOHASHDIR="1",
+            CCACHE_SLOPPINESS="time_macros,include_file_mtime,include_file_ctime,locale",
+            CCACHE_COMPILERCHECK="content",
+        )
+    return env
+
+
+def make(tree: Path, objdir: Path, args: list[str], env: dict, log, cc: str) -> None:
+    cmd = ["make", "-C", str(tree), f"O={objdir}", f"CC={cc}", f"HOSTCC={cc}", *args]
+    log.write(f"$ {' '.join(cmd)}\n")
+    log.flush()
+    result = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        raise KernelBuildError(f"`make {' '.join(args)}` failed in {tree} (exit {result.returncode}); see {log.name}")
+
+
+def configure(tree: Path, objdir: Path, layers_root: Path, layers: list[str], env: dict, log, cc: str) -> None:
+    """tinyconfig, then the layers, then olddefconfig; every request must survive."""
+    make(tree, objdir, ["tinyconfig"], env, log, cc)
+    reqs = kconfig.requests(layers_root, layers)
+    config_path = Path(objdir) / ".config"
+    config_path.write_text(kconfig.apply(config_path.read_text(), reqs))
+    make(tree, objdir, ["olddefconfig"], env, log, cc)
+    lost = kconfig.missing(config_path.read_text(), reqs)
+    if lost:
+        raise KernelBuildError(kconfig.describe_missing(lost))
+
+
+def collect(objdir: Path, outdir: Path) -> dict[str, str]:
+    """Copy the build's products into outdir; return their sha256."""
+    hashes = {}
+    outdir.mkdir(parents=True, exist_ok=True)
+    for name, rel in OUTPUT_FILES.items():
+        src = Path(objdir) / rel
+        tmp = outdir / f".{name}.tmp"
+        shutil.copyfile(src, tmp)
+        tmp.replace(outdir / name)
+        hashes[name] = sha256_file(outdir / name)
+    return hashes
+
+
+def compiler_version(cc: str) -> str:
+    compiler = cc.split()[-1]
+    out = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=True)
+    return out.stdout.splitlines()[0]
+
+
+def build_variant(
+    *,
+    variant: str,
+    layers: list[str],
+    layers_root: Path,
+    pristine: Path,
+    source: dict,
+    workdir: Path,
+    outdir: Path,
+    jobs: int,
+    ccache_dir: Path | None,
+    log_path: Path,
+) -> dict:
+    """Patch, configure and build one variant; write its products and build.json to outdir."""
+    import time
+
+    tree = Path(workdir) / "src"
+    objdir = tree / ".build"
+    patches = [p for layer in layers for p in kconfig.layer_patches(layers_root, layer)]
+    cc = "ccache gcc" if ccache_dir is not None and shutil.which("ccache") else "gcc"
+    env = build_env(ccache_dir)
+    started = time.monotonic()
+    with open(log_path, "w") as log:
+        prepare_tree(Path(pristine), tree, patches)
+        configure(tree, objdir, layers_root, layers, env, log, cc)
+        make(tree, objdir, [f"-j{jobs}", "bzImage"], env, log, cc)
+    seconds = time.monotonic() - started
+    outputs = collect(objdir, Path(outdir))
+    record = {
+        "variant": variant,
+        "layers": layers,
+        "patches": [{"file": str(p), "sha256": sha256_file(p)} for p in patches],
+        "fragments": [
+            {"file": str(f), "sha256": sha256_file(f)}
+            for f in (kconfig.layer_fragment(layers_root, name) for name in layers)
+            if f is not None
+        ],
+        "source": source,
+        "compiler": compiler_version(cc),
+        "ccache": cc.startswith("ccache"),
+        "jobs": jobs,
+        "build_seconds": round(seconds, 1),
+        "outputs": outputs,
+    }
+    write_json_atomic(Path(outdir) / "build.json", record)
+    return record

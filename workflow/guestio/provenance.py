@@ -1,0 +1,121 @@
+"""What produced a result: a snapshot of the host and of this checkout.
+
+mmtests keeps a snapshot of the system beside every result; this is ours.
+Each run's provenance.json merges the host snapshot with the kernel's
+build.json, the image manifest and the accelerator decision.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+DEBIAN_PACKAGES = ["qemu-system-x86", "linux-source-6.1", "gcc", "ccache", "e2fsprogs", "busybox-static"]
+PYTHON_PACKAGES = ["snakemake", "qemu.qmp", "pandas", "seaborn", "matplotlib", "numpy", "jsonschema"]
+
+
+def _run(cmd: list[str], cwd: Path | None = None) -> str | None:
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=cwd)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip()
+
+
+def cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def cpu_flags() -> list[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return sorted(f for f in line.split(":", 1)[1].split() if f in {"vmx", "svm", "hypervisor", "constant_tsc", "nonstop_tsc"})
+    except OSError:
+        pass
+    return []
+
+
+def memory_kib() -> int | None:
+    try:
+        m = re.search(r"^MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
+        return int(m.group(1)) if m else None
+    except OSError:
+        return None
+
+
+def kvm_modules() -> list[str]:
+    try:
+        return sorted(line.split()[0] for line in Path("/proc/modules").read_text().splitlines() if line.startswith("kvm"))
+    except OSError:
+        return []
+
+
+def debian_versions(packages: list[str]) -> dict[str, str | None]:
+    out = {}
+    for name in packages:
+        out[name] = _run(["dpkg-query", "-W", "-f=${Version}", name]) or None
+    return out
+
+
+def python_versions(packages: list[str]) -> dict[str, str | None]:
+    out = {}
+    for name in packages:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def checkout(repo: Path) -> dict:
+    commit = _run(["git", "rev-parse", "HEAD"], cwd=repo)
+    dirty = _run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo)
+    return {"commit": commit, "dirty": bool(dirty) if dirty is not None else None}
+
+
+def qemu_version(binary: str = "qemu-system-x86_64") -> str | None:
+    out = _run([binary, "--version"])
+    return out.splitlines()[0] if out else None
+
+
+def host_snapshot(repo: Path) -> dict:
+    uname = platform.uname()
+    return {
+        "host": {
+            "kernel": uname.release,
+            "kernel_version": uname.version,
+            "machine": uname.machine,
+            "cpu_model": cpu_model(),
+            "cpu_flags": cpu_flags(),
+            "cpus": os.cpu_count(),
+            "memory_kib": memory_kib(),
+            "dev_kvm": os.path.exists("/dev/kvm"),
+            "kvm_modules": kvm_modules(),
+            "os_release": _os_release(),
+        },
+        "qemu": qemu_version(),
+        "debian_packages": debian_versions(DEBIAN_PACKAGES),
+        "python": sys.version.split()[0],
+        "python_packages": python_versions(PYTHON_PACKAGES),
+        "guestio": checkout(repo),
+    }
+
+
+def _os_release() -> str | None:
+    try:
+        m = re.search(r'^PRETTY_NAME="?([^"\n]*)"?', Path("/etc/os-release").read_text(), re.M)
+        return m.group(1) if m else None
+    except OSError:
+        return None

@@ -1,0 +1,58 @@
+# Configuration checks, paths and helpers shared by every stage.
+
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+import guestio.config
+import guestio.kconfig
+
+REPO = Path(workflow.basedir)
+LAYERS_ROOT = REPO / "workflow" / "kernel" / "layers"
+JOBS_DIR = REPO / "workflow" / "jobs"
+
+try:
+    guestio.config.check(config, REPO / "workflow" / "schemas" / "config.schema.yaml")
+    guestio.config.check_variants(config, LAYERS_ROOT)
+except guestio.config.ConfigError as error:
+    raise WorkflowError(str(error))
+# Fills in the schema's defaults.
+validate(config, "../schemas/config.schema.yaml")
+
+VARIANTS = list(config["variants"])
+
+RESULTS = "results"
+BUILD = "build"
+KERNEL_DIR = f"{RESULTS}/kernels"
+IMAGE = f"{RESULTS}/image/initramfs.cpio"
+IMAGE_MANIFEST = f"{RESULTS}/image/initramfs.json"
+DATA_DISK = f"{RESULTS}/disks/data-{config['image']['data_disk_mib']}M.img"
+HOST_SNAPSHOT = f"{RESULTS}/host/host.json"
+ACCELERATOR = f"{RESULTS}/host/accelerator.json"
+RUN_DIR = f"{RESULTS}/runs"
+
+
+wildcard_constraints:
+    variant="|".join(VARIANTS),
+
+
+def layer_files(wildcards):
+    """The fragments and patches a variant is built from, so editing one rebuilds it."""
+    files = []
+    for layer in config["variants"][wildcards.variant]:
+        fragment = guestio.kconfig.layer_fragment(LAYERS_ROOT, layer)
+        if fragment is not None:
+            files.append(str(fragment))
+        files.extend(str(p) for p in guestio.kconfig.layer_patches(LAYERS_ROOT, layer))
+    return files
+
+
+def kernel_outputs(variant):
+    return {
+        "bzimage": f"{KERNEL_DIR}/{variant}/bzImage",
+        "system_map": f"{KERNEL_DIR}/{variant}/System.map",
+        "vmlinux": f"{KERNEL_DIR}/{variant}/vmlinux",
+        "kconfig": f"{KERNEL_DIR}/{variant}/config",
+        "build": f"{KERNEL_DIR}/{variant}/build.json",
+    }
