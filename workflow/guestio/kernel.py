@@ -198,14 +198,14 @@ def build_variant(
     """Patch, configure and build one variant; write its products and build.json to outdir."""
     import time
 
-    tree = Path(workdir) / "src"
+    tree = Path(workdir).resolve() / "src"
     objdir = tree / ".build"
     patches = [p for layer in layers for p in kconfig.layer_patches(layers_root, layer)]
     cc = "ccache gcc" if ccache_dir is not None and shutil.which("ccache") else "gcc"
     env = build_env(ccache_dir)
     started = time.monotonic()
     with open(log_path, "w") as log:
-        prepare_tree(Path(pristine), tree, patches)
+        prepare_tree(Path(pristine).resolve(), tree, patches)
         configure(tree, objdir, layers_root, layers, env, log, cc)
         make(tree, objdir, [f"-j{jobs}", "bzImage"], env, log, cc)
     seconds = time.monotonic() - started

@@ -90,7 +90,7 @@ def qemu_version(binary: str = "qemu-system-x86_64") -> str | None:
     return out.splitlines()[0] if out else None
 
 
-def host_snapshot(repo: Path) -> dict:
+def host_snapshot() -> dict:
     uname = platform.uname()
     return {
         "host": {
@@ -109,7 +109,6 @@ def host_snapshot(repo: Path) -> dict:
         "debian_packages": debian_versions(DEBIAN_PACKAGES),
         "python": sys.version.split()[0],
         "python_packages": python_versions(PYTHON_PACKAGES),
-        "guestio": checkout(repo),
     }
 
 
@@ -119,3 +118,27 @@ def _os_release() -> str | None:
         return m.group(1) if m else None
     except OSError:
         return None
+
+
+def _load(path: Path) -> dict:
+    import json
+
+    return json.loads(Path(path).read_text())
+
+
+def run_provenance(*, repo: Path, host: Path, accelerator: Path, kernel_build: Path, image_manifest: Path,
+                   run: Path, job: Path, vm: dict) -> dict:
+    """Everything needed to trace one run back to kernel, patches, image, QEMU and host."""
+    from guestio.util import sha256_file
+
+    image = _load(image_manifest)
+    return {
+        "run": _load(run),
+        "accelerator": _load(accelerator),
+        "kernel": _load(kernel_build),
+        "image": {key: image[key] for key in ("sha256", "debs") if key in image},
+        "job": {"file": str(job), "sha256": sha256_file(job)},
+        "vm_config": vm,
+        "guestio": checkout(repo),
+        **_load(host),
+    }

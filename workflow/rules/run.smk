@@ -1,0 +1,51 @@
+# Host snapshot, accelerator decision and VM runs.
+
+import os
+import platform
+
+
+rule host_snapshot:
+    output:
+        HOST_SNAPSHOT,
+    params:
+        # A different host (or a host whose KVM changed) takes a new snapshot.
+        host=lambda w: [platform.node(), platform.release(), os.path.exists("/dev/kvm")],
+    script:
+        "../scripts/host_snapshot.py"
+
+
+rule accelerator:
+    input:
+        kernel=kernel_outputs(VARIANTS[0])["bzimage"],
+        initrd=IMAGE,
+    output:
+        ACCELERATOR,
+    params:
+        requested=config["vm"]["accel"],
+        timeout_s=config["vm"]["probe_timeout_s"],
+        kernel_append=config["vm"]["append"],
+        memory_mib=config["vm"]["memory_mib"],
+        host=lambda w: [platform.node(), platform.release(), os.path.exists("/dev/kvm")],
+    log:
+        f"{RESULTS}/host/accelerator.log",
+    script:
+        "../scripts/probe_accelerator.py"
+
+
+rule smoke_boot:
+    input:
+        unpack(lambda w: kernel_outputs(w.variant)),
+        initrd=IMAGE,
+        image_manifest=IMAGE_MANIFEST,
+        accelerator=ACCELERATOR,
+        host=HOST_SNAPSHOT,
+        job=JOBS_DIR / "smoke.sh",
+    output:
+        run=f"{RUN_DIR}/smoke/{{variant}}/run.json",
+        provenance=f"{RUN_DIR}/smoke/{{variant}}/provenance.json",
+    params:
+        vm=config["vm"],
+    log:
+        f"{RUN_DIR}/smoke/{{variant}}/runner.log",
+    script:
+        "../scripts/smoke_boot.py"

@@ -1,0 +1,17 @@
+"""Decide the accelerator by a probe boot, never by the device node alone."""
+
+from pathlib import Path
+
+from guestio.accel import probe_accelerator
+from guestio.util import write_json_atomic
+
+params = snakemake.params
+with open(snakemake.log[0], "w") as log:
+    accel, reason = probe_accelerator(
+        Path(snakemake.input.kernel), Path(snakemake.input.initrd), params.requested,
+        timeout_s=params.timeout_s, append=params.kernel_append, memory_mib=params.memory_mib,
+        workdir=Path(snakemake.log[0]).parent / "probe", log=lambda msg: print(msg, file=log, flush=True),
+    )
+print(f"accelerator: {accel} ({reason})")
+write_json_atomic(Path(snakemake.output[0]), {"accelerator": accel, "requested": params.requested, "reason": reason,
+                                              "probe_kernel": snakemake.input.kernel})
