@@ -1,41 +1,62 @@
 """Shared test fixtures.
 
-Boot tests need a guest kernel (bzImage with console=ttyS0 support, fw_cfg
-sysfs, virtio-console) and an initramfs following the guestio guest contract.
-They come from the environment:
-
-    GUESTIO_TEST_KERNEL   path to bzImage
-    GUESTIO_TEST_INITRD   path to the initramfs
-    GUESTIO_TEST_APPEND   optional kernel command line
-                          (default "console=ttyS0 panic=-1 nokaslr")
+Boot tests need a guest kernel and an initramfs following the guestio guest
+contract.  By default they are the pipeline's own products, built (or found
+up to date) by Snakemake at the start of the session, so a broken build fails
+the tests instead of skipping them.  GUESTIO_TEST_KERNEL and
+GUESTIO_TEST_INITRD point the tests at other files;
+GUESTIO_TEST_APPEND overrides the kernel command line.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+BASELINE_KERNEL = REPO / "results" / "kernels" / "baseline" / "bzImage"
+IMAGE = REPO / "results" / "image" / "initramfs.cpio"
 
-def _env_file(var: str) -> Path:
+
+def snakemake(*args: str, cwd: Path = REPO, check: bool = True) -> subprocess.CompletedProcess:
+    """Run this checkout's Snakemake; output is kept for the assertion message."""
+    return subprocess.run([str(SNAKEMAKE), "--cores", "all", *args], cwd=cwd, capture_output=True,
+                          text=True, check=check)
+
+
+@pytest.fixture(scope="session")
+def pipeline_artifacts() -> dict[str, Path]:
+    """The baseline kernel and the image, built by the pipeline (quick when up to date)."""
+    targets = [BASELINE_KERNEL, IMAGE]
+    result = snakemake(*(str(t.relative_to(REPO)) for t in targets), check=False)
+    if result.returncode != 0:
+        pytest.fail(f"building the guest kernel and image failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return {"kernel": BASELINE_KERNEL, "initrd": IMAGE}
+
+
+def _artifact(var: str, key: str, request) -> Path:
     value = os.environ.get(var)
-    if not value:
-        pytest.skip(f"{var} is not set: boot tests need a built guest kernel and initramfs")
-    path = Path(value)
-    if not path.is_file():
-        pytest.skip(f"{var}={value} does not exist")
-    return path
+    if value:
+        path = Path(value)
+        if not path.is_file():
+            pytest.fail(f"{var}={value} does not exist")
+        return path
+    return request.getfixturevalue("pipeline_artifacts")[key]
 
 
 @pytest.fixture(scope="session")
-def guest_kernel() -> Path:
-    return _env_file("GUESTIO_TEST_KERNEL")
+def guest_kernel(request) -> Path:
+    return _artifact("GUESTIO_TEST_KERNEL", "kernel", request)
 
 
 @pytest.fixture(scope="session")
-def guest_initrd() -> Path:
-    return _env_file("GUESTIO_TEST_INITRD")
+def guest_initrd(request) -> Path:
+    return _artifact("GUESTIO_TEST_INITRD", "initrd", request)
 
 
 @pytest.fixture(scope="session")
