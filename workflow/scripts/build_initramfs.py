@@ -1,0 +1,5 @@
+"""Build the guest initramfs from downloaded Debian packages."""
+
+from guestio.image import build_from_snakemake
+
+build_from_snakemake(snakemake)
