@@ -20,6 +20,11 @@ if ((${#missing[@]})); then
 else
     say "Debian packages: all ${#packages[@]} present"
 fi
+# The guest image is built from .debs that apt downloads, so apt needs its package lists.
+if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
+    say "fetching apt package lists (needed to download the guest image's .debs)"
+    apt-get update -qq
+fi
 
 stamp=.venv/.guestio-requirements
 want=$(cat envs/requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)

@@ -12,7 +12,8 @@ with open(snakemake.log[0], "w") as log:
     def say(msg):
         print(f"[{label}] {msg}", flush=True)
         print(msg, file=log, flush=True)
-    result = run_checked(spec, outdir, vm, label, say)
-say(f"job output: {(outdir / 'results' / 'job.log').read_text().strip().splitlines()[-1:]}")
+
+    run_checked(spec, outdir, vm, label, say)
+    say("job output: " + (outdir / "results" / "job.log").read_text().strip().splitlines()[-1])
 write_provenance(Path(snakemake.output.provenance), repo=Path(snakemake.scriptdir).parents[1], inputs=inp,
                  job=Path(inp.job), vm=vm, run_json=Path(snakemake.output.run))
