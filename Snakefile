@@ -18,7 +18,7 @@ include: "workflow/rules/run.smk"
 rule all:
     default_target: True
     input:
-        expand(KERNEL_DIR + "/{variant}/build.json", variant=VARIANTS),
+        [kernel_outputs(v)["build"] for v in VARIANTS],
         IMAGE,
         DATA_DISK,
-        expand(RUN_DIR + "/smoke/{variant}/provenance.json", variant=config["smoke"]["variants"]),
+        smoke_runs(),

@@ -399,3 +399,52 @@ def test_data_disk_errors_leave_nothing(tmp_path, monkeypatch):
     with pytest.raises(disk.DiskError, match="mke2fs"):
         disk.make_data_disk(tmp_path / "y.img", 16)
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- boot
+
+def _kernel() -> Path | None:
+    p = Path(os.environ.get("GUESTIO_KERNEL", REPO / "results" / "kernels" / "baseline" / "bzImage"))
+    return p if p.is_file() else None
+
+
+@pytest.mark.boot
+@needs_apt
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="needs qemu-system-x86_64")
+@pytest.mark.skipif(_kernel() is None, reason="no guest kernel (set GUESTIO_KERNEL or build baseline)")
+def test_init_runs_job_and_returns_results(tmp_path, deb_cache):
+    img = tmp_path / "initramfs.cpio"
+    image.build_initramfs(img, tmp_path / "initramfs.json", deb_cache, tmp_path / "st",
+                          programs=QUICK_PROGRAMS, packages=QUICK_PACKAGES)
+    job = tmp_path / "job.sh"
+    job.write_text('echo "out=$GUESTIO_OUT pwd=$(pwd)"\n'
+                   'cat /guestio/in/extra > "$GUESTIO_OUT/copied.txt"\n'
+                   '/bin/ping -c 1 127.0.0.1 > /dev/null && echo ping-ok\n'
+                   'echo to-stderr >&2\n'
+                   'exit 3\n')
+    (tmp_path / "extra.txt").write_text("extra input\n")
+    results = tmp_path / "results.tar"
+    proc = subprocess.run(
+        ["timeout", "120", "qemu-system-x86_64", "-machine", "pc", "-accel", "tcg", "-m", "256",
+         "-nographic", "-no-reboot", "-kernel", str(_kernel()), "-initrd", str(img),
+         "-append", "console=ttyS0 panic=-1 nokaslr quiet",
+         "-fw_cfg", f"name=opt/guestio/job,file={job}",
+         "-fw_cfg", f"name=opt/guestio/extra,file={tmp_path / 'extra.txt'}",
+         "-device", "virtio-serial-pci",
+         "-chardev", f"file,id=results,path={results}",
+         "-device", "virtserialport,chardev=results,name=org.guestio.results"],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    console = proc.stdout
+    assert proc.returncode == 0, console[-3000:]
+    lines = [ln.strip() for ln in console.splitlines() if "GUESTIO:" in ln]
+    assert any(ln.endswith("GUESTIO: init started") for ln in lines), console[-3000:]
+    assert "GUESTIO: job finished status=3" in lines
+    assert lines.index("GUESTIO: job finished status=3") > 0
+    import tarfile
+    with tarfile.open(results) as tf:
+        got = {m.name.lstrip("./"): tf.extractfile(m).read() for m in tf if m.isfile()}
+    assert got["exit_status"] == b"3\n"
+    assert got["copied.txt"] == b"extra input\n"
+    log = got["job.log"].decode()
+    assert "out=/guestio/out pwd=/guestio/out" in log
+    assert "ping-ok" in log and "to-stderr" in log

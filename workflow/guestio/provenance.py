@@ -143,3 +143,8 @@ def run_provenance(*, repo: Path, host: Path, accelerator: Path, kernel_build: P
         "guestio": checkout(repo),
         **_load(host),
     }
+
+
+def host_identity() -> list:
+    """The host facts that decide whether host-dependent results still hold."""
+    return [platform.node(), platform.release(), os.path.exists("/dev/kvm"), kvm_modules()]

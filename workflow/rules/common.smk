@@ -7,6 +7,7 @@ from snakemake.utils import validate
 
 import guestio.config
 import guestio.kconfig
+import guestio.provenance
 
 REPO = Path(workflow.basedir)
 LAYERS_ROOT = REPO / "workflow" / "kernel" / "layers"
@@ -31,6 +32,7 @@ DATA_DISK = f"{RESULTS}/disks/data-{config['image']['data_disk_mib']}M.img"
 HOST_SNAPSHOT = f"{RESULTS}/host/host.json"
 ACCELERATOR = f"{RESULTS}/host/accelerator.json"
 RUN_DIR = f"{RESULTS}/runs"
+CONDA_ENV = "../../envs/guestio.yaml"
 
 
 wildcard_constraints:
@@ -46,6 +48,15 @@ def layer_files(wildcards):
             files.append(str(fragment))
         files.extend(str(p) for p in guestio.kconfig.layer_patches(LAYERS_ROOT, layer))
     return files
+
+
+def host_identity(wildcards=None):
+    """Host facts whose change must redo host-dependent results (a rerun trigger)."""
+    return guestio.provenance.host_identity()
+
+
+def smoke_runs():
+    return [f"{RUN_DIR}/smoke/{v}/provenance.json" for v in config["smoke"]["variants"]]
 
 
 def kernel_outputs(variant):

@@ -14,6 +14,8 @@ rule initramfs:
         staging_dir=f"{BUILD}/image-staging",
     log:
         f"{RESULTS}/image/initramfs.log",
+    conda:
+        CONDA_ENV
     script:
         "../scripts/build_initramfs.py"
 
@@ -23,5 +25,9 @@ rule data_disk:
         f"{RESULTS}/disks/data-{{size}}M.img",
     wildcard_constraints:
         size=r"\d+",
+    log:
+        f"{RESULTS}/disks/data-{{size}}M.log",
+    conda:
+        CONDA_ENV
     script:
         "../scripts/make_data_disk.py"

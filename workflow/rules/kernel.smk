@@ -11,6 +11,8 @@ rule kernel_source:
         debian_package=config["kernel"]["debian_package"],
     log:
         f"{KERNEL_DIR}/source.log",
+    conda:
+        CONDA_ENV
     script:
         "../scripts/kernel_source.py"
 
@@ -32,5 +34,7 @@ rule kernel:
     threads: workflow.cores
     log:
         f"{KERNEL_DIR}/{{variant}}/build.log",
+    conda:
+        CONDA_ENV
     script:
         "../scripts/build_kernel.py"

@@ -1,15 +1,15 @@
 # Host snapshot, accelerator decision and VM runs.
 
-import os
-import platform
-
-
 rule host_snapshot:
     output:
         HOST_SNAPSHOT,
+    log:
+        f"{RESULTS}/host/host.log",
     params:
         # A different host (or a host whose KVM changed) takes a new snapshot.
-        host=lambda w: [platform.node(), platform.release(), os.path.exists("/dev/kvm")],
+        host=host_identity,
+    conda:
+        CONDA_ENV
     script:
         "../scripts/host_snapshot.py"
 
@@ -25,9 +25,11 @@ rule accelerator:
         timeout_s=config["vm"]["probe_timeout_s"],
         kernel_append=config["vm"]["append"],
         memory_mib=config["vm"]["memory_mib"],
-        host=lambda w: [platform.node(), platform.release(), os.path.exists("/dev/kvm")],
+        host=host_identity,
     log:
         f"{RESULTS}/host/accelerator.log",
+    conda:
+        CONDA_ENV
     script:
         "../scripts/probe_accelerator.py"
 
@@ -47,5 +49,7 @@ rule smoke_boot:
         vm=config["vm"],
     log:
         f"{RUN_DIR}/smoke/{{variant}}/runner.log",
+    conda:
+        CONDA_ENV
     script:
         "../scripts/smoke_boot.py"

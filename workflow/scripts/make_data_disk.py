@@ -3,5 +3,8 @@
 from pathlib import Path
 
 from guestio.disk import make_data_disk
+from guestio.util import sha256_file
 
-make_data_disk(Path(snakemake.output[0]), int(snakemake.wildcards.size))
+out = Path(snakemake.output[0])
+make_data_disk(out, int(snakemake.wildcards.size))
+Path(snakemake.log[0]).write_text(f"{out}: {snakemake.wildcards.size} MiB ext4, sha256 {sha256_file(out)}\n")
