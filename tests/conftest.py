@@ -61,4 +61,4 @@ def guest_initrd(request) -> Path:
 
 @pytest.fixture(scope="session")
 def guest_append() -> str:
-    return os.environ.get("GUESTIO_TEST_APPEND", "console=ttyS0 panic=-1 nokaslr")
+    return os.environ.get("GUESTIO_TEST_APPEND", "console=ttyS0 panic=-1 nokaslr rootfstype=ramfs")

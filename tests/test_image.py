@@ -404,16 +404,10 @@ def test_data_disk_errors_leave_nothing(tmp_path, monkeypatch):
 
 # --------------------------------------------------------------------------- boot
 
-def _kernel() -> Path | None:
-    p = Path(os.environ.get("GUESTIO_KERNEL", REPO / "results" / "kernels" / "baseline" / "bzImage"))
-    return p if p.is_file() else None
-
-
 @pytest.mark.boot
 @needs_apt
 @pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="needs qemu-system-x86_64")
-@pytest.mark.skipif(_kernel() is None, reason="no guest kernel (set GUESTIO_KERNEL or build baseline)")
-def test_init_runs_job_and_returns_results(tmp_path, deb_cache):
+def test_init_runs_job_and_returns_results(tmp_path, deb_cache, guest_kernel):
     img = tmp_path / "initramfs.cpio"
     image.build_initramfs(img, tmp_path / "initramfs.json", deb_cache, tmp_path / "st",
                           programs=QUICK_PROGRAMS, packages=QUICK_PACKAGES)
@@ -427,7 +421,7 @@ def test_init_runs_job_and_returns_results(tmp_path, deb_cache):
     results = tmp_path / "results.tar"
     proc = subprocess.run(
         ["timeout", "120", "qemu-system-x86_64", "-machine", "pc", "-accel", "tcg", "-m", "256",
-         "-nographic", "-no-reboot", "-kernel", str(_kernel()), "-initrd", str(img),
+         "-nographic", "-no-reboot", "-kernel", str(guest_kernel), "-initrd", str(img),
          "-append", "console=ttyS0 panic=-1 nokaslr quiet",
          "-fw_cfg", f"name=opt/guestio/job,file={job}",
          "-fw_cfg", f"name=opt/guestio/extra,file={tmp_path / 'extra.txt'}",

@@ -21,7 +21,7 @@ __all__ = ["AcceleratorError", "probe_accelerator", "KVM_DEVICE",
 
 KVM_DEVICE = Path("/dev/kvm")
 DEFAULT_PROBE_TIMEOUT_S = 20.0
-DEFAULT_PROBE_APPEND = "console=ttyS0 panic=-1 nokaslr"
+DEFAULT_PROBE_APPEND = "console=ttyS0 panic=-1 nokaslr rootfstype=ramfs"
 
 
 class AcceleratorError(RuntimeError):
