@@ -371,9 +371,12 @@ def test_signal_mid_boot_stops_qemu(make_spec, sandbox, signum):
     spec = make_spec("sleep 600\n")
     out = sandbox / "out"
     env = dict(os.environ, TMPDIR=str(sandbox / "t"))
+    # A shell starts background jobs with SIGINT ignored, and Python keeps it so;
+    # the child must see SIGINT as a terminal's Ctrl-C would deliver it.
     child = subprocess.Popen(
         [sys.executable, "-c", _SUBPROCESS_RUN, json.dumps(spec.to_json()), str(out)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         qemu = []

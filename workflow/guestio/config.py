@@ -59,8 +59,9 @@ def check_variants(config: dict, layers_root: Path) -> None:
         for layer in layers:
             if layer not in known:
                 problems.append(f"variants.{variant}: layer {layer!r} does not exist; known layers: {', '.join(known)}")
-    for variant in config.get("smoke", {}).get("variants", []):
-        if variant not in config["variants"]:
-            problems.append(f"smoke.variants: {variant!r} is not a variant; variants: {', '.join(config['variants'])}")
+    for section in ("smoke", "disk"):
+        for variant in config.get(section, {}).get("variants", []):
+            if variant not in config["variants"]:
+                problems.append(f"{section}.variants: {variant!r} is not a variant; variants: {', '.join(config['variants'])}")
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))

@@ -24,7 +24,7 @@ def spec_from_config(*, kernel: Path, initrd: Path, accelerator_json: Path, vm: 
                      inputs: dict[str, Path] | None = None, append_extra: str = "") -> VMSpec:
     return VMSpec(
         kernel=Path(kernel), initrd=Path(initrd),
-        append=" ".join(filter(None, [vm["append"], append_extra])),
+        append=" ".join(filter(None, [vm["append"], f"clocksource={vm['clocksource']}", append_extra])),
         accel=accelerator_of(accelerator_json), memory_mib=vm["memory_mib"], cpus=vm["cpus"],
         job=Path(job), inputs=dict(inputs or {}), disks=list(disks), nics=list(nics),
     )

@@ -131,13 +131,11 @@ def run_provenance(*, repo: Path, host: Path, accelerator: Path, kernel_build: P
     """Everything needed to trace one run back to kernel, patches, image, QEMU and host."""
     from guestio.util import sha256_file
 
-    image = _load(image_manifest)
     return {
         "run": _load(run),
         "accelerator": _load(accelerator),
         "kernel": _load(kernel_build),
-        "image": {"sha256": image["image"]["sha256"],
-                  "debs": [{k: d[k] for k in ("package", "version", "sha256") if k in d} for d in image["debs"] if d.get("used")]},
+        "image": image_summary(image_manifest),
         "job": {"file": str(job), "sha256": sha256_file(job)},
         "vm_config": vm,
         "guestio": checkout(repo),
@@ -148,3 +146,26 @@ def run_provenance(*, repo: Path, host: Path, accelerator: Path, kernel_build: P
 def host_identity() -> list:
     """The host facts that decide whether host-dependent results still hold."""
     return [platform.node(), platform.release(), os.path.exists("/dev/kvm"), kvm_modules()]
+
+
+def image_summary(image_manifest: Path) -> dict:
+    image = _load(image_manifest)
+    return {"sha256": image["image"]["sha256"],
+            "debs": [{k: d[k] for k in ("package", "version", "sha256") if k in d} for d in image["debs"] if d.get("used")]}
+
+
+def experiment_provenance(*, experiment: str, repo: Path, host: Path, accelerator: Path, kernel_builds: dict[str, Path],
+                          image_manifest: Path, runs: list[Path], config: dict) -> dict:
+    """Provenance of a whole table: what every run in it shared, and a hash of each run's rows."""
+    from guestio.util import sha256_file
+
+    return {
+        "experiment": experiment,
+        "accelerator": _load(accelerator),
+        "kernels": {variant: _load(path) for variant, path in kernel_builds.items()},
+        "image": image_summary(image_manifest),
+        "config": config,
+        "runs": {str(path): sha256_file(path) for path in runs},
+        "guestio": checkout(repo),
+        **_load(host),
+    }

@@ -1,0 +1,647 @@
+"""Figures 1, 2 and 6 of Zhang et al. (2010), reproduced from the long-form results CSV.
+
+One place holds what each figure is about (``CLAIMS``): its title, the paper's
+claim and the ratios it states.  Every number drawn or written comes from
+``guestio.stats`` with the caller's seed, so the bars, the error bars, the
+annotation and the summary table agree and are identical on every rerun.
+
+Input: the long-form CSV (one row per measurement) with the columns of
+``COLUMNS`` and the run's provenance dict.  Values are taken per condition in
+repetition order; NaN values (a benchmark that reported nothing) are left out
+and the repetition counts shown on the figure count only real values.
+
+Output files are byte-identical for identical inputs: matplotlib's own
+defaults (not the user's matplotlibrc) plus pinned settings, the Agg/PDF
+renderers, no dates or software strings in the metadata, and an atomic write
+(temporary file in the same directory, then rename).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, NamedTuple
+
+import matplotlib
+
+if "matplotlib.pyplot" not in sys.modules:  # headless and deterministic; never switch a live pyplot
+    matplotlib.use("Agg")
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .stats import (DEFAULT_CONFIDENCE, DEFAULT_N_RESAMPLES, SIGNIFICANCE_LEVEL, bootstrap_mean_ci,
+                    bootstrap_ratio_ci, significance_mark, welch_significance)
+
+__all__ = ["COLUMNS", "CLAIMS", "Panel", "FigureClaim", "Condition", "FigureDataError", "FigureResult",
+           "plot_comparison", "plot_fig1", "plot_fig2", "plot_fig6", "summary_table", "summary_markdown",
+           "write_summary_csv", "format_ratio", "condition_values"]
+
+COLUMNS = ("experiment", "target", "variant", "accelerator", "disk", "clocksource", "repetition",
+           "metric", "value", "unit")
+
+# Throughput units the CSV may carry, as the factor to MiB/s.
+THROUGHPUT_TO_MIB = {"KiB/s": 1.0 / 1024.0, "MiB/s": 1.0, "B/s": 1.0 / (1024.0 * 1024.0)}
+
+
+class FigureDataError(ValueError):
+    """The CSV lacks what a figure needs; the message names the figure."""
+
+
+@dataclass(frozen=True)
+class Panel:
+    metric: str        # CSV metric
+    quantity: str      # "throughput" (plotted in MiB/s) or "cpu" (%)
+    title: str         # panel title
+    ratio_label: str   # what the ratio is, e.g. "VM/native block write throughput"
+    paper: str         # the paper's value of that ratio, in words
+    paper_relation: str = ""          # machine-readable: "~" (about), ">" , "<" or "" (not stated)
+    paper_value: float = math.nan     # the number the relation refers to
+
+
+@dataclass(frozen=True)
+class FigureClaim:
+    fig_id: str             # "fig1"
+    paper_id: str           # "Fig 1"
+    title: str
+    claim: str              # the claim as the paper's text states it (PAPER.md)
+    experiment: str         # CSV experiment
+    numerator: str          # "vm:<variant>"
+    denominator: str        # "native" or "vm:<variant>" (same accelerator, disk, clocksource)
+    panels: tuple[Panel, ...]
+
+
+# The single place where the paper's claims live (from /work/shared/paper/PAPER.md).
+CLAIMS: dict[str, FigureClaim] = {
+    "fig1": FigureClaim(
+        fig_id="fig1", paper_id="Fig 1",
+        title="sequential block write, native vs VM (bonnie++)",
+        claim="VM throughput and CPU utilisation are both about half of native",
+        experiment="disk", numerator="vm:baseline", denominator="native",
+        panels=(
+            Panel("block_write_throughput", "throughput", "Block write throughput",
+                  "VM/native block write throughput", "about 0.5", "~", 0.5),
+            Panel("block_write_cpu", "cpu", "Block write CPU utilisation",
+                  "VM/native block write CPU utilisation", "about 0.5", "~", 0.5),
+        )),
+    "fig2": FigureClaim(
+        fig_id="fig2", paper_id="Fig 2",
+        title="sequential block read, native vs VM (bonnie++)",
+        claim="VM throughput about equal to native (page cache), VM CPU utilisation much higher",
+        experiment="disk", numerator="vm:baseline", denominator="native",
+        panels=(
+            Panel("block_read_throughput", "throughput", "Block read throughput",
+                  "VM/native block read throughput", "about 1.0", "~", 1.0),
+            Panel("block_read_cpu", "cpu", "Block read CPU utilisation",
+                  "VM/native block read CPU utilisation", "much higher (ratio > 1)", ">", 1.0),
+        )),
+    "fig6": FigureClaim(
+        fig_id="fig6", paper_id="Fig 6",
+        title="VM disk write before/after removing verify_pmtmr_rate (bonnie++)",
+        claim="write performance improves somewhat",
+        experiment="disk", numerator="vm:pmtmr", denominator="vm:baseline",
+        panels=(
+            Panel("block_write_throughput", "throughput", "Block write throughput",
+                  "pmtmr/baseline VM block write throughput", "improves somewhat (> 1)", ">", 1.0),
+            Panel("block_write_cpu", "cpu", "Block write CPU utilisation",
+                  "pmtmr/baseline VM block write CPU utilisation", "not stated"),
+        )),
+}
+
+PAPER_TESTBED = "KVM-76, host and guest Linux 2.6.27.7, Core2 Quad Q9550"
+TCG_WARNING = ("VM numbers come from QEMU TCG emulation, not KVM: they are not comparable "
+               "to the paper's KVM numbers in absolute terms.")
+
+# Pinned on top of matplotlib's built-in defaults (a user's matplotlibrc is ignored).
+RC = {
+    "font.family": "sans-serif",
+    "font.sans-serif": ["DejaVu Sans"],   # ships with matplotlib
+    "font.size": 9.0,
+    "axes.titlesize": 11.0,
+    "axes.labelsize": 9.5,
+    "xtick.labelsize": 8.5,
+    "ytick.labelsize": 8.5,
+    "axes.unicode_minus": True,
+    "figure.dpi": 100,
+    "savefig.dpi": 150,
+    "savefig.bbox": None,                 # keep the computed layout; "tight" would re-measure text
+    "pdf.fonttype": 42,                   # embedded TrueType: text stays selectable and searchable
+    "pdf.compression": 6,
+    "path.simplify": True,
+    "svg.hashsalt": "guestio",
+}
+PDF_METADATA = {"Creator": "guestio figures.py", "Producer": None, "CreationDate": None, "ModDate": None}
+PNG_METADATA = {"Software": None}
+
+NATIVE_COLOUR = (0.60, 0.60, 0.60)
+VARIANT_COLOURS = sns.color_palette("colorblind", 10)
+
+
+class Condition(NamedTuple):
+    """One bar: the rows that share target, variant, accelerator, disk and clocksource."""
+
+    target: str
+    variant: str
+    accelerator: str
+    disk: str
+    clocksource: str
+
+    def setting(self) -> str:
+        """Accelerator, disk interface and clocksource, e.g. "TCG · IDE · acpi_pm"."""
+        return " · ".join([self.accelerator.upper(), self.disk.upper() if self.disk in ("ide",) else self.disk,
+                           self.clocksource])
+
+    def label(self) -> str:
+        """Tick label: short lines, so that four bars per panel still fit side by side."""
+        if self.target == "native":
+            return f"native\n{self.disk}"
+        disk = self.disk.upper() if self.disk in ("ide",) else self.disk
+        return f"VM {self.variant}\n{self.accelerator.upper()} · {disk}\nclock {self.clocksource}"
+
+    def short(self) -> str:
+        return "native" if self.target == "native" else f"VM {self.variant} ({self.setting()})"
+
+
+@dataclass
+class Bar:
+    condition: Condition
+    values: np.ndarray      # display units, repetition order
+    mean: float
+    low: float
+    high: float
+
+
+@dataclass
+class Ratio:
+    panel: Panel
+    numerator: Condition
+    denominator: Condition
+    ratio: float
+    low: float
+    high: float
+    p_value: float
+    n_numerator: int
+    n_denominator: int
+    mean_numerator: float
+    mean_denominator: float
+    unit: str
+
+    @property
+    def mark(self) -> str:
+        return significance_mark(self.p_value)
+
+
+@dataclass
+class FigureResult:
+    fig_id: str
+    figure: Figure
+    texts: list[str]                 # every text drawn: titles, annotations, tick labels, footer
+    ratios: list[Ratio]
+    bars: dict[str, list[Bar]]       # metric -> bars in drawing order
+    tcg: bool
+    summary: pd.DataFrame            # the same numbers as summary_table()
+    outputs: list[Path] = field(default_factory=list)
+
+
+# --- selecting the data --------------------------------------------------------------------------
+
+def _spec(fig_id: str) -> FigureClaim:
+    try:
+        return CLAIMS[fig_id]
+    except KeyError:
+        raise ValueError(f"unknown figure {fig_id!r}; known figures: {', '.join(CLAIMS)}") from None
+
+
+def _fail(spec: FigureClaim, what: str) -> FigureDataError:
+    return FigureDataError(f"{spec.fig_id} ({spec.paper_id}: {spec.title}): {what}")
+
+
+def _side(df: pd.DataFrame, side: str) -> pd.Series:
+    if side == "native":
+        return df["target"] == "native"
+    _, variant = side.split(":", 1)
+    return (df["target"] == "vm") & (df["variant"] == variant)
+
+
+def _describe_side(side: str) -> str:
+    return "native rows (target 'native')" if side == "native" else \
+        f"VM rows of variant {side.split(':', 1)[1]!r} (target 'vm')"
+
+
+def _present(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "none"
+    combos = df[["target", "variant"]].drop_duplicates().sort_values(["target", "variant"])
+    return ", ".join(f"{t}/{v}" for t, v in combos.itertuples(index=False))
+
+
+def _conditions(df: pd.DataFrame) -> list[Condition]:
+    keys = df[list(Condition._fields)].drop_duplicates()
+    return sorted(Condition(*(str(x) for x in row)) for row in keys.itertuples(index=False))
+
+
+def _select(df: pd.DataFrame, spec: FigureClaim) -> tuple[pd.DataFrame, list[tuple[Condition, Condition]]]:
+    """The figure's rows and its (numerator, denominator) condition pairs, or a FigureDataError."""
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise _fail(spec, f"the CSV lacks the columns {', '.join(missing)} (expected: {', '.join(COLUMNS)})")
+    rows = df[df["experiment"] == spec.experiment]
+    if rows.empty:
+        have = sorted(map(str, df["experiment"].dropna().unique()))
+        raise _fail(spec, f"no rows of experiment {spec.experiment!r}; the CSV has experiments: "
+                          f"{', '.join(have) or 'none'}")
+    metrics = [p.metric for p in spec.panels]
+    for metric in metrics:
+        if not (rows["metric"] == metric).any():
+            have = sorted(map(str, rows["metric"].unique()))
+            raise _fail(spec, f"no rows of metric {metric!r}; metrics present: {', '.join(have)}")
+    rows = rows[rows["metric"].isin(metrics)]
+    for side in (spec.numerator, spec.denominator):
+        for metric in metrics:
+            sel = rows[_side(rows, side) & (rows["metric"] == metric)]
+            if sel.empty:
+                raise _fail(spec, f"no {_describe_side(side)} for metric {metric!r}; target/variant "
+                                  f"present for it: {_present(rows[rows['metric'] == metric])}")
+    rows = rows[_side(rows, spec.numerator) | _side(rows, spec.denominator)]
+    numerators = _conditions(rows[_side(rows, spec.numerator)])
+    denominators = _conditions(rows[_side(rows, spec.denominator)])
+    pairs: list[tuple[Condition, Condition]] = []
+    if spec.denominator == "native":
+        if len(denominators) != 1:
+            raise _fail(spec, "expected one native condition, found "
+                              f"{len(denominators)}: {'; '.join(c.short() for c in denominators)}")
+        pairs = [(num, denominators[0]) for num in numerators]
+    else:
+        for num in numerators:
+            same = [d for d in denominators if d[2:] == num[2:]]
+            if not same:
+                raise _fail(spec, f"no {_describe_side(spec.denominator)} with the same accelerator, disk "
+                                  f"and clocksource as {num.short()}; available: "
+                                  f"{'; '.join(d.short() for d in denominators)}")
+            pairs.append((num, same[0]))
+    return rows, pairs
+
+
+def condition_values(rows: pd.DataFrame, condition: Condition, metric: str) -> tuple[np.ndarray, str]:
+    """(values in repetition order with NaNs left out, unit) of one condition and metric."""
+    sel = rows[(rows["metric"] == metric)]
+    for name, value in zip(Condition._fields, condition):
+        sel = sel[sel[name].astype(str) == value]
+    units = sorted(map(str, sel["unit"].dropna().unique()))
+    if len(units) != 1:
+        raise ValueError(f"{condition.short()} {metric}: expected one unit, found {units or 'none'}")
+    dup = sel["repetition"][sel["repetition"].duplicated()]
+    if not dup.empty:
+        raise ValueError(f"{condition.short()} {metric}: repetition(s) {sorted(set(dup.tolist()))} appear "
+                         "more than once")
+    sel = sel.sort_values("repetition", kind="stable")
+    values = pd.to_numeric(sel["value"], errors="raise").to_numpy(dtype=float)
+    return values[~np.isnan(values)], units[0]
+
+
+def _to_display(values: np.ndarray, unit: str, panel: Panel, spec: FigureClaim) -> tuple[np.ndarray, str]:
+    if panel.quantity == "throughput":
+        if unit not in THROUGHPUT_TO_MIB:
+            raise _fail(spec, f"{panel.metric}: unit {unit!r} is not a throughput unit "
+                              f"({', '.join(THROUGHPUT_TO_MIB)})")
+        return values * THROUGHPUT_TO_MIB[unit], "MiB/s"
+    if unit != "%":
+        raise _fail(spec, f"{panel.metric}: unit {unit!r}, expected '%'")
+    return values, "%"
+
+
+def _values(rows, condition, panel, spec) -> tuple[np.ndarray, str]:
+    try:
+        values, unit = condition_values(rows, condition, panel.metric)
+    except ValueError as e:
+        raise _fail(spec, str(e)) from None
+    if values.size == 0:
+        raise _fail(spec, f"{condition.short()} has only missing (NaN) values for {panel.metric}")
+    return values, unit
+
+
+# --- computing ------------------------------------------------------------------------------------
+
+def _compute(df: pd.DataFrame, spec: FigureClaim, seed: int, n_resamples: int, confidence: float):
+    rows, pairs = _select(df, spec)
+    order: list[Condition] = []
+    for num, den in pairs:  # native first; for fig6 each baseline right before its variant
+        for c in (den, num):
+            if c not in order:
+                order.append(c)
+    bars: dict[str, list[Bar]] = {}
+    ratios: list[Ratio] = []
+    for panel in spec.panels:
+        raw = {c: _values(rows, c, panel, spec) for c in order}
+        bars[panel.metric] = []
+        for c in order:
+            shown, _ = _to_display(*raw[c], panel, spec)
+            mean, low, high = bootstrap_mean_ci(shown, seed, n_resamples, confidence)
+            bars[panel.metric].append(Bar(c, shown, mean, low, high))
+        for num, den in pairs:
+            (nv, nu), (dv, du) = raw[num], raw[den]
+            if nu != du:
+                raise _fail(spec, f"{panel.metric}: units differ between {num.short()} ({nu}) and "
+                                  f"{den.short()} ({du})")
+            try:
+                ratio, low, high = bootstrap_ratio_ci(nv, dv, seed, n_resamples, confidence)
+            except ValueError as e:
+                raise _fail(spec, f"{panel.metric}: {e}") from None
+            ratios.append(Ratio(panel, num, den, ratio, low, high, welch_significance(nv, dv),
+                                nv.size, dv.size, float(nv.mean()), float(dv.mean()), nu))
+    return pairs, bars, ratios
+
+
+def format_ratio(ratio: float, low: float, high: float) -> str:
+    """How a ratio and its CI are written: three significant digits of the ratio, the CI to the
+    same decimals, e.g. "0.432 [0.401, 0.468]", "1.91 [1.85, 1.98]", "0.0707 [0.0695, 0.0718]"."""
+    decimals = 2
+    if math.isfinite(ratio) and ratio != 0.0:
+        decimals = max(0, 2 - math.floor(math.log10(abs(ratio))))
+    if math.isnan(low) or math.isnan(high):
+        return f"{ratio:.{decimals}f} [no CI: one repetition]"
+    return f"{ratio:.{decimals}f} [{low:.{decimals}f}, {high:.{decimals}f}]"
+
+
+def _p_text(p: float) -> str:
+    if math.isnan(p):
+        return "Welch p n/a"
+    return "Welch p < 0.001" if p < 0.001 else f"Welch p = {p:.3f}"
+
+
+def summary_table(df: pd.DataFrame, fig_id: str, seed: int, n_resamples: int = DEFAULT_N_RESAMPLES,
+                  confidence: float = DEFAULT_CONFIDENCE) -> pd.DataFrame:
+    """The reproduced ratios of one figure with their bootstrap CIs, one row per ratio."""
+    spec = _spec(fig_id)
+    _, _, ratios = _compute(df, spec, seed, n_resamples, confidence)
+    return _summary(spec, ratios, seed, n_resamples, confidence)
+
+
+def _summary(spec: FigureClaim, ratios: list[Ratio], seed: int, n_resamples: int,
+             confidence: float) -> pd.DataFrame:
+    records = [{
+        "figure": spec.fig_id, "paper_figure": spec.paper_id, "metric": r.panel.metric,
+        "ratio_label": r.panel.ratio_label, "numerator": r.numerator.short(), "denominator": r.denominator.short(),
+        "paper": r.panel.paper, "paper_relation": r.panel.paper_relation, "paper_value": r.panel.paper_value,
+        "ratio": r.ratio, "ci_low": r.low, "ci_high": r.high, "confidence": confidence,
+        "n_numerator": r.n_numerator, "n_denominator": r.n_denominator,
+        "mean_numerator": r.mean_numerator, "mean_denominator": r.mean_denominator, "unit": r.unit,
+        "welch_p": r.p_value, "significant": bool(r.mark), "accelerator": r.numerator.accelerator,
+        "n_resamples": n_resamples, "seed": seed,
+    } for r in ratios]
+    return pd.DataFrame.from_records(records)
+
+
+def summary_markdown(table: pd.DataFrame) -> str:
+    """A Markdown table of ``summary_table``'s result (no tabulate needed)."""
+    head = ["figure", "ratio", "numerator / denominator", "paper", "here (95% CI)", "Welch p", "n"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in table.itertuples(index=False):
+        p = "n/a" if math.isnan(r.welch_p) else f"{r.welch_p:.3g}{' *' if r.significant else ''}"
+        lines.append("| " + " | ".join([
+            r.paper_figure, r.ratio_label, f"{r.numerator} / {r.denominator}", r.paper,
+            format_ratio(r.ratio, r.ci_low, r.ci_high), p, f"{r.n_numerator} / {r.n_denominator}"]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_summary_csv(table: pd.DataFrame, path: str | os.PathLike) -> Path:
+    return _atomic(Path(path), lambda tmp: table.to_csv(tmp, index=False, lineterminator="\n"))
+
+
+# --- provenance labels ----------------------------------------------------------------------------
+
+def _get(d, *keys):
+    for k in keys:
+        if not isinstance(d, Mapping) or k not in d or d[k] in (None, ""):
+            return None
+        d = d[k]
+    return d
+
+
+def _accelerator_text(prov: Mapping) -> tuple[str | None, str | None]:
+    acc = _get(prov, "accelerator")
+    if isinstance(acc, Mapping):
+        return _get(acc, "accelerator"), _get(acc, "reason")
+    return (str(acc) if acc else None), None
+
+
+def _qemu_text(prov: Mapping) -> str:
+    q = _get(prov, "qemu")
+    if isinstance(q, Mapping):
+        q = _get(q, "version") or _get(q, "binary")
+    if not q:
+        return "QEMU version unknown"
+    first = str(q).strip().splitlines()[0]
+    return first.replace("QEMU emulator version ", "QEMU ")
+
+
+def _kernel_text(prov: Mapping, variants: Iterable[str]) -> str:
+    kernels = _get(prov, "kernels")
+    found = []
+    for v in variants:
+        source = _get(kernels, v, "source") if kernels else None
+        if source is None and _get(prov, "kernel", "variant") in (v, None):
+            source = _get(prov, "kernel", "source")
+        if not source:
+            continue
+        version = _get(source, "kernelversion") or "?"
+        debian = _get(source, "debian_version")
+        found.append(f"Linux {version}" + (f" (Debian {debian})" if debian else ""))
+    found = sorted(set(found))
+    return "guest kernel " + (", ".join(found) if found else "version unknown")
+
+
+def _host_text(prov: Mapping) -> str:
+    cpu = _get(prov, "host", "cpu_model") or "unknown CPU"
+    kernel = _get(prov, "host", "kernel")
+    return f"host {cpu}" + (f", Linux {kernel}" if kernel else "")
+
+
+# --- drawing ---------------------------------------------------------------------------------------
+
+def _line_h(points: float) -> float:
+    """Height in inches of one text line at ``points``."""
+    return points * 1.3 / 72.0
+
+
+def _colour(c: Condition, variants: list[str]) -> tuple:
+    if c.target == "native":
+        return NATIVE_COLOUR
+    return tuple(VARIANT_COLOURS[variants.index(c.variant) % len(VARIANT_COLOURS)])
+
+
+def _fmt_value(v: float) -> str:
+    return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+
+
+def _panel_lines(panel: Panel, ratios: list[Ratio]) -> list[str]:
+    lines = textwrap.wrap(panel.ratio_label, 60) + textwrap.wrap(f"paper: {panel.paper}", 60)
+    mine = [r for r in ratios if r.panel is panel]
+    for r in mine:
+        if len(mine) > 1:
+            lines += textwrap.wrap(f"{r.numerator.setting()}:", 60)
+        lines.append(f"here: {format_ratio(r.ratio, r.low, r.high)}, {_p_text(r.p_value)}"
+                     + (f" {r.mark}" if r.mark else ""))
+    return lines
+
+
+def _draw(spec: FigureClaim, provenance: Mapping, pairs, bars, ratios, seed: int, n_resamples: int,
+          confidence: float) -> tuple[Figure, bool]:
+    vm_conditions = [c for c, _ in pairs] + [d for _, d in pairs if d.target == "vm"]
+    prov_acc, prov_reason = _accelerator_text(provenance)
+    csv_accs = sorted({c.accelerator for c in vm_conditions})
+    tcg = "tcg" in csv_accs or prov_acc == "tcg"
+
+    W, left, right, gap = 11.0, 0.85, 0.3, 1.0
+    panel_w = (W - left - right - gap) / 2
+    header = [(f"{spec.paper_id} reproduced: {spec.title}", 13.0, "bold", "black")]
+    if tcg:
+        header += [(line, 10.0, "bold", "#b00000") for line in textwrap.wrap(TCG_WARNING, 105)]
+    header += [(line, 10.0, "normal", "black") for line in
+               textwrap.wrap(f"Paper's claim ({spec.paper_id}; {PAPER_TESTBED}): {spec.claim}.", 125)]
+    panel_text = [_panel_lines(p, ratios) for p in spec.panels]
+    n_panel_lines = max(len(t) for t in panel_text)
+    n_tick_lines = max(c.label().count("\n") + 2 for c, _ in pairs)  # + "n = ..." line
+    acc_word = prov_acc or "/".join(csv_accs) or "unknown"
+    footer_items = [
+        f"Bars: mean; error bars: {confidence:.0%} percentile bootstrap CI of the mean ({n_resamples} "
+        f"resamples, seed {seed}); dots: repetitions; n: repetitions per bar. Ratio CIs: bootstrap of "
+        f"mean(numerator)/mean(denominator), groups resampled independently; * Welch's t-test "
+        f"p < {SIGNIFICANCE_LEVEL:g}.",
+        f"Accelerator: {acc_word}" + (f" ({prov_reason})" if prov_reason else "") + f" · {_qemu_text(provenance)}"
+        f" · {_kernel_text(provenance, sorted({c.variant for c in vm_conditions}))} · {_host_text(provenance)}",
+    ]
+    footer = [line for item in footer_items for line in textwrap.wrap(item, 160)]
+
+    pad, axes_h = 0.18, 3.3
+    header_h = sum(_line_h(size) for _, size, _, _ in header) + pad
+    panel_title_h = _line_h(11.0)
+    annot_h = panel_title_h + n_panel_lines * _line_h(9.0) + 0.12
+    ticks_h = n_tick_lines * _line_h(8.5) + 0.2
+    footer_h = len(footer) * _line_h(7.5) + 0.1
+    H = pad + header_h + annot_h + axes_h + ticks_h + footer_h + pad
+
+    fig = Figure(figsize=(W, H))
+    FigureCanvasAgg(fig)
+    y = H - pad
+    for text, size, weight, colour in header:
+        fig.text(left / W, y / H, text, fontsize=size, fontweight=weight, color=colour, va="top", ha="left")
+        y -= _line_h(size)
+    y -= pad
+    axes_top = y - annot_h
+    axes_bottom = axes_top - axes_h
+    variants = sorted({c.variant for c in vm_conditions}, key=lambda v: (v != "baseline", v))
+    for i, panel in enumerate(spec.panels):
+        x0 = left + i * (panel_w + gap)
+        fig.text(x0 / W, y / H, panel.title, fontsize=11.0, fontweight="bold", va="top", ha="left")
+        ty = y - panel_title_h
+        for line in panel_text[i]:
+            fig.text(x0 / W, ty / H, line, fontsize=9.0, va="top", ha="left",
+                     fontweight="bold" if line.startswith("here:") else "normal")
+            ty -= _line_h(9.0)
+        ax = fig.add_axes((x0 / W, axes_bottom / H, panel_w / W, axes_h / H))
+        _bar_panel(ax, panel, bars[panel.metric], variants)
+    fy = pad + footer_h - 0.05
+    for line in footer:
+        fig.text(left / W, fy / H, line, fontsize=7.5, color="#333333", va="top", ha="left")
+        fy -= _line_h(7.5)
+    return fig, tcg
+
+
+def _bar_panel(ax, panel: Panel, panel_bars: list[Bar], variants: list[str]) -> None:
+    labels = [f"{b.condition.label()}\nn = {b.values.size}" for b in panel_bars]
+    frame = pd.DataFrame({"condition": labels, "mean": [b.mean for b in panel_bars]})
+    palette = {lab: _colour(b.condition, variants) for lab, b in zip(labels, panel_bars)}
+    sns.barplot(data=frame, x="condition", y="mean", hue="condition", order=labels, hue_order=labels,
+                palette=palette, errorbar=None, legend=False, width=0.6, saturation=0.9, ax=ax)
+    top = 0.0
+    for x, b in enumerate(panel_bars):
+        if not (math.isnan(b.low) or math.isnan(b.high)):
+            ax.errorbar([x], [b.mean], yerr=[[b.mean - b.low], [b.high - b.mean]], fmt="none",
+                        ecolor="black", elinewidth=1.3, capsize=7, zorder=5)
+        offsets = np.linspace(-0.22, 0.22, b.values.size) if b.values.size > 1 else np.zeros(1)
+        ax.plot(x + offsets, b.values, linestyle="none", marker="o", markersize=3.5,
+                markerfacecolor="white", markeredgecolor="black", markeredgewidth=0.7, zorder=4)
+        high = b.high if not math.isnan(b.high) else b.mean
+        top = max(top, high, float(b.values.max()))
+    for x, b in enumerate(panel_bars):
+        high = max(b.high if not math.isnan(b.high) else b.mean, float(b.values.max()))
+        ax.text(x, high + top * 0.03, _fmt_value(b.mean), ha="center", va="bottom", fontsize=8.5,
+                fontweight="bold")
+    ax.set_ylim(0, top * 1.15 if top > 0 else 1.0)
+    ax.set_xlabel("")
+    ax.set_ylabel("MiB/s" if panel.quantity == "throughput" else "CPU utilisation (%)")
+    ax.grid(axis="y", linewidth=0.5, alpha=0.5)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def _figure_texts(fig: Figure) -> list[str]:
+    texts = [t.get_text() for t in fig.texts]
+    for ax in fig.axes:
+        texts += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
+        texts += [t.get_text() for t in ax.get_xticklabels()]
+        texts += [t.get_text() for t in ax.texts]
+    return [t for t in texts if t]
+
+
+# --- writing ---------------------------------------------------------------------------------------
+
+def _atomic(path: Path, write) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def plot_comparison(fig_id: str, df: pd.DataFrame, provenance: Mapping | None,
+                    out_pdf: str | os.PathLike | None, out_png: str | os.PathLike | None, seed: int,
+                    n_resamples: int = DEFAULT_N_RESAMPLES,
+                    confidence: float = DEFAULT_CONFIDENCE) -> FigureResult:
+    """Draw figure ``fig_id`` ("fig1", "fig2", "fig6") and write it as PDF and PNG.
+
+    Raises FigureDataError (naming the figure) when ``df`` lacks rows it needs.
+    Returns the figure, its texts and the numbers drawn.  ``out_pdf``/``out_png``
+    may be None to skip that file.
+    """
+    spec = _spec(fig_id)
+    provenance = provenance or {}
+    pairs, bars, ratios = _compute(df, spec, seed, n_resamples, confidence)
+    with matplotlib.rc_context():
+        matplotlib.rcdefaults()
+        matplotlib.rcParams.update(RC)
+        fig, tcg = _draw(spec, provenance, pairs, bars, ratios, seed, n_resamples, confidence)
+        outputs = []
+        if out_pdf is not None:
+            outputs.append(_atomic(Path(out_pdf), lambda tmp: fig.savefig(tmp, format="pdf",
+                                                                           metadata=PDF_METADATA)))
+        if out_png is not None:
+            outputs.append(_atomic(Path(out_png), lambda tmp: fig.savefig(tmp, format="png",
+                                                                           metadata=PNG_METADATA)))
+    summary = _summary(spec, ratios, seed, n_resamples, confidence)
+    return FigureResult(fig_id, fig, _figure_texts(fig), ratios, bars, tcg, summary, outputs)
+
+
+def plot_fig1(df, provenance, out_pdf, out_png, seed, **kw) -> FigureResult:
+    return plot_comparison("fig1", df, provenance, out_pdf, out_png, seed, **kw)
+
+
+def plot_fig2(df, provenance, out_pdf, out_png, seed, **kw) -> FigureResult:
+    return plot_comparison("fig2", df, provenance, out_pdf, out_png, seed, **kw)
+
+
+def plot_fig6(df, provenance, out_pdf, out_png, seed, **kw) -> FigureResult:
+    return plot_comparison("fig6", df, provenance, out_pdf, out_png, seed, **kw)
