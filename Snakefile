@@ -13,6 +13,8 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/kernel.smk"
 include: "workflow/rules/image.smk"
 include: "workflow/rules/run.smk"
+include: "workflow/rules/disk.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:
@@ -22,3 +24,4 @@ rule all:
         IMAGE,
         DATA_DISK,
         smoke_runs(),
+        [figure_files(fig) for fig in FIGURES],

@@ -76,6 +76,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple
 
+from guestio.memlimit import memory_limited
 from guestio.runner import DiskSpec, RunResult, VMSpec, run_vm
 
 __all__ = [
@@ -334,7 +335,8 @@ def run_native(directory: os.PathLike | str, size_mib: int, ram_mib: int,
                outdir: os.PathLike | str, label: str | None = None, *,
                timeout_s: float | None = None,
                log: Callable[[str], None] | None = None,
-               required: Iterable[str] = REQUIRED_METRICS) -> list[Measurement]:
+               required: Iterable[str] = REQUIRED_METRICS,
+               memory_limit_mib: int | None = None) -> list[Measurement]:
     """Run bonnie++ on the host in *directory*; raw output into *outdir*.
 
     *directory* (created if needed) should be on the host's own file system,
@@ -346,9 +348,11 @@ def run_native(directory: os.PathLike | str, size_mib: int, ram_mib: int,
     with ``-u root``; otherwise as the current user (bonnie++ cannot switch to
     root then).
 
-    Note that on a host with plenty of RAM the page cache makes the native
-    block read too fast to measure (``+++++``) for any -s that fits in memory
-    (seen here up to -s 4096 on a 24 GiB host).
+    On a host with plenty of RAM the page cache makes the native block read
+    too fast to measure (``+++++``) for any -s that fits in memory (seen here
+    up to -s 4096 on a 24 GiB host).  *memory_limit_mib* runs bonnie++ in a
+    memory cgroup of that size (guestio.memlimit), so that natively it has as
+    much page cache as the guest it is compared with.
     """
     say = log or (lambda msg: None)
     directory = Path(directory).absolute()
@@ -360,11 +364,12 @@ def run_native(directory: os.PathLike | str, size_mib: int, ram_mib: int,
     csv_path, log_path = outdir / "bonnie.csv", outdir / "bonnie.log"
     (outdir / "bonnie-cmdline.txt").write_text(shlex.join(argv) + "\n")
     say(f"native: {shlex.join(argv)}")
-    with open(csv_path, "wb") as out, open(log_path, "wb") as err:
+    limit = memory_limited(memory_limit_mib) if memory_limit_mib else contextlib.nullcontext(None)
+    with limit as enter_cgroup, open(csv_path, "wb") as out, open(log_path, "wb") as err:
         before = set(os.listdir(directory))  # after creating our files, should outdir be there
         try:
             proc = subprocess.run(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                  cwd=directory, timeout=timeout_s)
+                                  cwd=directory, timeout=timeout_s, preexec_fn=enter_cgroup)
         except FileNotFoundError:
             raise BonnieRunError(f"{BONNIE} not found on the host (apt-get install bonnie++)") \
                 from None

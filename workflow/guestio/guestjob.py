@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Callable
@@ -19,12 +20,28 @@ def accelerator_of(accelerator_json: Path) -> str:
     return json.loads(Path(accelerator_json).read_text())["accelerator"]
 
 
+def guest_append(vm: dict, extra: str = "") -> str:
+    """The kernel command line every guest of a config gets."""
+    return " ".join(filter(None, [vm["append"], f"clocksource={vm['clocksource']}", extra]))
+
+
+@contextlib.contextmanager
+def say_to(log_path, label: str):
+    """A progress printer: to the terminal with the run's label, and to the run's log."""
+    with open(log_path, "w") as log:
+        def say(msg: str) -> None:
+            print(f"[{label}] {msg}", flush=True)
+            print(msg, file=log, flush=True)
+
+        yield say
+
+
 def spec_from_config(*, kernel: Path, initrd: Path, accelerator_json: Path, vm: dict, job: Path,
                      disks: list[DiskSpec] = (), nics: list[NicSpec] = (),
                      inputs: dict[str, Path] | None = None, append_extra: str = "") -> VMSpec:
     return VMSpec(
         kernel=Path(kernel), initrd=Path(initrd),
-        append=" ".join(filter(None, [vm["append"], f"clocksource={vm['clocksource']}", append_extra])),
+        append=guest_append(vm, append_extra),
         accel=accelerator_of(accelerator_json), memory_mib=vm["memory_mib"], cpus=vm["cpus"],
         job=Path(job), inputs=dict(inputs or {}), disks=list(disks), nics=list(nics),
     )

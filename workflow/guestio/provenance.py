@@ -169,3 +169,10 @@ def experiment_provenance(*, experiment: str, repo: Path, host: Path, accelerato
         "guestio": checkout(repo),
         **_load(host),
     }
+
+
+def host_clocksource() -> str:
+    try:
+        return Path("/sys/devices/system/clocksource/clocksource0/current_clocksource").read_text().strip()
+    except OSError:
+        return "unknown"

@@ -2,17 +2,13 @@
 
 from pathlib import Path
 
-from guestio.guestjob import run_checked, spec_from_config, write_provenance
+from guestio.guestjob import run_checked, say_to, spec_from_config, write_provenance
 
 inp, vm = snakemake.input, dict(snakemake.params.vm)
 outdir = Path(snakemake.output.run).parent
 label = f"smoke boot of {snakemake.wildcards.variant}"
 spec = spec_from_config(kernel=inp.bzimage, initrd=inp.initrd, accelerator_json=inp.accelerator, vm=vm, job=inp.job)
-with open(snakemake.log[0], "w") as log:
-    def say(msg):
-        print(f"[{label}] {msg}", flush=True)
-        print(msg, file=log, flush=True)
-
+with say_to(snakemake.log[0], label) as say:
     run_checked(spec, outdir, vm, label, say)
     say("job output: " + (outdir / "results" / "job.log").read_text().strip().splitlines()[-1])
 write_provenance(Path(snakemake.output.provenance), repo=Path(snakemake.scriptdir).parents[1], inputs=inp,

@@ -1,0 +1,19 @@
+"""One repetition of bonnie++ natively on the host's file system."""
+
+from pathlib import Path
+
+from guestio import bonnie
+from guestio.guestjob import say_to
+from guestio.measurements import frame, write_csv
+from guestio.provenance import host_clocksource
+
+disk, rep = snakemake.params.disk, int(snakemake.wildcards.rep)
+outdir = Path(snakemake.output.csv).parent
+with say_to(snakemake.log[0], f"disk native rep{rep}") as say:
+    measurements = bonnie.run_native(
+        Path(disk["native_dir"]), disk["size_mib"], disk["ram_mib"], outdir, log=say,
+        memory_limit_mib=disk["ram_mib"] if disk["native_memory_limit"] else None,
+    )
+write_csv(frame(experiment="disk", target="native", variant="host", accelerator="native", disk="host-fs",
+                clocksource=host_clocksource(), repetition=rep, measurements=measurements),
+          Path(snakemake.output.csv))

@@ -1,0 +1,26 @@
+"""One repetition of bonnie++ in the guest on the data disk."""
+
+from pathlib import Path
+
+from guestio import bonnie
+from guestio.guestjob import accelerator_of, guest_append, say_to, write_provenance
+from guestio.measurements import frame, write_csv
+
+inp, w, vm, disk = snakemake.input, snakemake.wildcards, dict(snakemake.params.vm), snakemake.params.disk
+outdir = Path(snakemake.output.csv).parent
+accel = accelerator_of(inp.accelerator)
+with say_to(snakemake.log[0], f"disk {w.variant} {w.disk} rep{w.rep}") as say:
+    result, measurements = bonnie.run_vm_bonnie(
+        kernel=inp.bzimage, initrd=inp.initrd, append=guest_append(vm), accel=accel,
+        memory_mib=disk["ram_mib"], cpus=vm["cpus"], data_disk=inp.data_disk, interface=w.disk,
+        cache=vm["disk_cache"], size_mib=disk["size_mib"], ram_mib=disk["ram_mib"], outdir=outdir,
+        boot_timeout_s=vm["boot_timeout_s"], job_timeout_s=vm["job_timeout_s"], log=say,
+    )
+    guest = bonnie.read_guest_info(outdir / "results")
+    say(f"block write {next(m.value for m in measurements if m.metric == 'block_write_throughput'):.0f} KiB/s "
+        f"(clocksource {guest.clocksource}, scheduler {guest.scheduler})")
+write_csv(frame(experiment="disk", target="vm", variant=w.variant, accelerator=accel, disk=w.disk,
+                clocksource=guest.clocksource, repetition=int(w.rep), measurements=measurements),
+          Path(snakemake.output.csv))
+write_provenance(Path(snakemake.output.provenance), repo=Path(snakemake.scriptdir).parents[1], inputs=inp,
+                 job=Path(inp.job), vm=vm, run_json=outdir / "run.json")
