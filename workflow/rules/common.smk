@@ -23,7 +23,7 @@ validate(config, "../schemas/config.schema.yaml")
 
 VARIANTS = list(config["variants"])
 
-RESULTS = "results"
+RESULTS = config["results_dir"]
 BUILD = "build"
 KERNEL_DIR = f"{RESULTS}/kernels"
 IMAGE = f"{RESULTS}/image/initramfs.cpio"

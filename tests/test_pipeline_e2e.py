@@ -1,0 +1,135 @@
+"""The whole chain through the real CLI: kernels, image, VM runs, Fig 1, Fig 2, Fig 6.
+
+Uses the default config with two repetitions, writing to build/e2e-results, so
+the user's results/ is untouched.  Covers: Ctrl-C in the middle of a VM run
+leaves no QEMU behind and the next invocation finishes the work; a second
+invocation does nothing; editing plotting code reruns only plotting; figures
+are byte-identical when redrawn.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, SNAKEMAKE
+
+PROFILE = REPO / "tests" / "data" / "e2e.yaml"
+RESULTS = REPO / "build" / "e2e-results"
+TARGETS = ["fig1", "fig2", "fig6"]
+FIGURES = [RESULTS / "figures" / f"{fig}.{ext}" for fig in ("fig1", "fig2", "fig6") for ext in ("pdf", "png")]
+
+pytestmark = pytest.mark.boot
+
+
+def cli(*args: str) -> list[str]:
+    return [str(SNAKEMAKE), "--cores", "all", "--configfile", str(PROFILE), *args]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(cli(*args), cwd=REPO, capture_output=True, text=True)
+
+
+def qemu_processes(marker: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "qemu-system" in cmdline and marker in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def interrupted_then_completed():
+    """Ctrl-C during the first VM run, then a second invocation that completes everything."""
+    shutil.rmtree(RESULTS, ignore_errors=True)
+    marker = str(RESULTS / "runs" / "disk" / "vm")
+    # Its own process group, signalled as a whole: what a terminal's Ctrl-C does.
+    first = subprocess.Popen(cli(*TARGETS), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, start_new_session=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 1200
+    while not qemu_processes(marker):
+        assert first.poll() is None, f"snakemake ended before any VM run:\n{first.stdout.read()[-4000:]}"
+        assert time.monotonic() < deadline, "no VM run started within 20 minutes"
+        time.sleep(0.2)
+    time.sleep(2)
+    os.killpg(first.pid, signal.SIGINT)
+    output, _ = first.communicate(timeout=120)
+    left = qemu_processes(marker)
+    copies = list((RESULTS / "runs").rglob("data-disk.img"))
+    second = run(*TARGETS)
+    return {"first_rc": first.returncode, "first_out": output, "left": left, "copies": copies, "second": second}
+
+
+def test_ctrl_c_leaves_no_qemu_and_next_run_completes(interrupted_then_completed):
+    r = interrupted_then_completed
+    assert r["first_rc"] != 0
+    assert r["left"] == [], "QEMU processes survived Ctrl-C"
+    assert r["copies"] == [], "data disk copies left behind"
+    assert r["second"].returncode == 0, r["second"].stdout[-4000:] + r["second"].stderr[-4000:]
+    for path in FIGURES:
+        assert path.is_file() and path.stat().st_size > 0
+
+
+def test_second_invocation_does_nothing(interrupted_then_completed):
+    again = run(*TARGETS)
+    assert again.returncode == 0
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_table_is_long_form_and_traceable(interrupted_then_completed):
+    table = pd.read_csv(RESULTS / "tables" / "disk.csv")
+    vm = table[table.target == "vm"]
+    assert set(vm.accelerator) == {"tcg"}
+    assert set(vm.variant) == {"baseline", "pmtmr"}
+    assert set(vm.clocksource) == {"acpi_pm"}
+    assert sorted(table.repetition.unique()) == [0, 1]
+    assert set(table[table.target == "native"].disk) == {"host-fs"}
+    per_run = table.groupby(["target", "variant", "disk", "repetition"]).metric.nunique()
+    assert (per_run >= 6).all()
+    provenance = json.loads((RESULTS / "tables" / "disk.provenance.json").read_text())
+    assert provenance["accelerator"]["accelerator"] == "tcg"
+    patches = provenance["kernels"]["pmtmr"]["patches"]
+    assert [Path(p["file"]).name for p in patches] == ["0001-acpi_pm-skip-PM-timer-verification-in-a-VM.patch"]
+    assert provenance["qemu"].startswith("QEMU emulator version 7.2")
+    assert len(provenance["runs"]) == 2 + 2 * 2
+
+
+def test_plotting_code_change_reruns_only_plotting(interrupted_then_completed):
+    figures_py = REPO / "workflow" / "guestio" / "figures.py"
+    stat = figures_py.stat()
+    try:
+        os.utime(figures_py, (stat.st_atime, time.time() + 5))
+        planned = run("-n", *TARGETS)
+    finally:
+        os.utime(figures_py, (stat.st_atime, stat.st_mtime))
+    jobs = {line.split()[0] for line in planned.stdout.splitlines() if line.strip().split()[-1:] and
+            len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert jobs == {"figure", "fig1", "fig2", "fig6", "total"}
+
+
+def test_redrawn_figures_are_byte_identical(interrupted_then_completed):
+    before = {p: sha256(p) for p in FIGURES}
+    for path in FIGURES:
+        path.unlink()
+    redo = run(*TARGETS)
+    assert redo.returncode == 0, redo.stderr[-3000:]
+    assert {p: sha256(p) for p in FIGURES} == before
