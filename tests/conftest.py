@@ -11,6 +11,7 @@ GUESTIO_TEST_APPEND overrides the kernel command line.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,15 @@ def snakemake(*args: str, cwd: Path = REPO, check: bool = True) -> subprocess.Co
     """Run this checkout's Snakemake; output is kept for the assertion message."""
     return subprocess.run([str(SNAKEMAKE), "--cores", "all", *args], cwd=cwd, capture_output=True,
                           text=True, check=check)
+
+
+def job_counts(dry_run_output: str) -> dict[str, int]:
+    """The 'Job stats' table of a Snakemake dry run, as {rule: count} with 'total'."""
+    counts = {}
+    for line in dry_run_output.splitlines():
+        if m := re.match(r"^(\w+)\s+(\d+)$", line.strip()):
+            counts[m.group(1)] = int(m.group(2))
+    return counts
 
 
 @pytest.fixture(scope="session")

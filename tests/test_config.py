@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO, snakemake
+from conftest import REPO, job_counts, snakemake
 from guestio import config as gconfig
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -81,12 +80,7 @@ def test_every_problem_is_reported_at_once():
 
 
 def planned_jobs(*args: str) -> dict[str, int]:
-    out = snakemake("-n", "--forceall", *args)
-    counts = {}
-    for line in out.stdout.splitlines():
-        if m := re.match(r"^(\w+)\s+(\d+)$", line.strip()):
-            counts[m.group(1)] = int(m.group(2))
-    return counts
+    return job_counts(snakemake("-n", "--forceall", *args).stdout)
 
 
 def test_dry_run_plans_three_variants_image_and_boots():
