@@ -67,3 +67,27 @@ def kernel_outputs(variant):
         "kconfig": f"{KERNEL_DIR}/{variant}/config",
         "build": f"{KERNEL_DIR}/{variant}/build.json",
     }
+
+
+# Disk experiment: one job per (target, variant, disk, repetition).
+DISK = config["disk"]
+DISK_REPS = range(DISK["repetitions"])
+
+
+def disk_vm_runs(variants=None):
+    return expand(
+        f"{RUN_DIR}/disk/vm/{{variant}}/{{disk}}/rep{{rep}}/measurements.csv",
+        variant=variants or DISK["variants"], disk=DISK["interfaces"], rep=DISK_REPS,
+    )
+
+
+def disk_native_runs():
+    return expand(f"{RUN_DIR}/disk/native/host-fs/rep{{rep}}/measurements.csv", rep=DISK_REPS)
+
+
+# Figures: id -> the experiment table they are drawn from.
+FIGURES = {"fig1": "disk", "fig2": "disk", "fig6": "disk"}
+
+
+def figure_files(fig):
+    return [f"{RESULTS}/figures/{fig}.{ext}" for ext in ("pdf", "png")]

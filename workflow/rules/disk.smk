@@ -2,21 +2,6 @@
 # Each repetition is its own job, so a failed one reruns alone.  Benchmark jobs
 # take every core, so no other job runs beside them and disturbs the numbers.
 
-DISK = config["disk"]
-DISK_REPS = range(DISK["repetitions"])
-
-
-def disk_vm_runs(variants=None):
-    return expand(
-        f"{RUN_DIR}/disk/vm/{{variant}}/{{disk}}/rep{{rep}}/measurements.csv",
-        variant=variants or DISK["variants"], disk=DISK["interfaces"], rep=DISK_REPS,
-    )
-
-
-def disk_native_runs():
-    return expand(f"{RUN_DIR}/disk/native/host-fs/rep{{rep}}/measurements.csv", rep=DISK_REPS)
-
-
 rule disk_native:
     input:
         host=HOST_SNAPSHOT,

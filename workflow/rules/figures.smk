@@ -1,13 +1,6 @@
 # Figures: each is a named target (`snakemake fig1`) and a path under results/figures/.
 # The plotting modules are inputs, so editing them reruns plotting and nothing else.
 
-FIGURES = {"fig1": "disk", "fig2": "disk", "fig6": "disk"}
-
-
-def figure_files(fig):
-    return [f"{RESULTS}/figures/{fig}.{ext}" for ext in ("pdf", "png")]
-
-
 rule figure:
     input:
         csv=lambda w: f"{RESULTS}/tables/{FIGURES[w.fig]}.csv",
