@@ -15,6 +15,7 @@ include: "workflow/rules/image.smk"
 include: "workflow/rules/run.smk"
 include: "workflow/rules/disk.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/exits.smk"
 
 
 rule all:
@@ -25,3 +26,4 @@ rule all:
         DATA_DISK,
         smoke_runs(),
         [figure_files(fig) for fig in FIGURES],
+        f"{RESULTS}/tables/table3.md",

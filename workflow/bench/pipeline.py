@@ -1,18 +1,20 @@
-"""Benchmark of the pipeline itself: kernel builds, image build, boot-to-job time.
+"""Benchmark of the pipeline itself: kernel builds, image build, boot time, exit-tracing cost.
 
-Writes a Markdown table (default workflow/bench/pipeline.md) that is committed.
-Kernel builds use a fresh, private ccache so that "cold" really is cold; the
-numbers go through the same functions the Snakemake rules call.
+Each part's figures are kept in workflow/bench/pipeline.json, and the Markdown
+table workflow/bench/pipeline.md is drawn from all of them; both are committed.
+Running some parts (--parts plugin) updates those rows only.  Kernel builds use
+a fresh, private ccache so that "cold" really is cold; everything goes through
+the same functions the Snakemake rules call.
 
-    .venv/bin/python workflow/bench/pipeline.py [--boots 5] [--out FILE]
+    .venv/bin/python workflow/bench/pipeline.py [--parts kernels,image,boot,plugin] [--boots 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import shutil
 import statistics
 import tempfile
 import time
@@ -20,103 +22,154 @@ from pathlib import Path
 
 import yaml
 
-from guestio import image, kernel, provenance
+from guestio import disk, image, kernel, provenance, tcgexits
 from guestio.accel import probe_accelerator
-from guestio.runner import VMSpec, run_vm
+from guestio.runner import DiskSpec, VMSpec, run_vm
 
 REPO = Path(__file__).resolve().parents[2]
 LAYERS = REPO / "workflow" / "kernel" / "layers"
+STORE = REPO / "workflow" / "bench" / "pipeline.json"
+TABLE = REPO / "workflow" / "bench" / "pipeline.md"
+PARTS = ("kernels", "image", "boot", "plugin")
+CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 
-def build(variant: str, layers: list[str], work: Path, ccache: Path, source: dict) -> float:
+def build(variant: str, layers: list[str], work: Path, ccache: Path) -> float:
+    source = json.loads((REPO / "results" / "kernels" / "source.json").read_text())
     started = time.monotonic()
     kernel.build_variant(
         variant=variant, layers=layers, layers_root=LAYERS, pristine=REPO / "build" / "src" / "linux",
-        source=source, workdir=work / variant, outdir=work / "out" / variant, jobs=_cores(),
+        source=source, workdir=work / variant, outdir=work / "out" / variant, jobs=os.cpu_count() or 1,
         ccache_dir=ccache, log_path=work / f"{variant}.log",
     )
     return time.monotonic() - started
 
 
-def _cores() -> int:
-    import os
+def part_kernels(work: Path, args) -> tuple[list[list[str]], str]:
+    ccache, variants = work / "ccache", CONFIG["variants"]
+    first, *others = list(variants)
+    print(f"cold build of {first} (empty ccache)...", flush=True)
+    cold = build(first, variants[first], work, ccache)
+    rows = [[f"kernel `{first}`, cold (empty ccache)", f"{cold:.0f} s", "1.00 (reference)"]]
+    for name in others:
+        print(f"build of {name} after {first}...", flush=True)
+        secs = build(name, variants[name], work, ccache)
+        verdict = "meets" if secs <= 0.2 * cold else "misses"
+        rows.append([f"kernel `{name}` after the others", f"{secs:.0f} s", f"{secs / cold:.2f} ({verdict} the 0.20 target)"])
+    print(f"fully cached rebuild of {first}...", flush=True)
+    again = build(first, variants[first], work, ccache)
+    rows.append([f"kernel `{first}` again, fully cached", f"{again:.0f} s", f"{again / cold:.2f}"])
+    return rows, "n/a"
 
-    return os.cpu_count() or 1
+
+def part_image(work: Path, args) -> tuple[list[list[str]], str]:
+    print("image build from a clean staging dir (debs cached)...", flush=True)
+    hashes = []
+    for attempt in range(2):
+        started = time.monotonic()
+        manifest = image.build_initramfs(work / f"img{attempt}.cpio", work / f"img{attempt}.json",
+                                         deb_dir=REPO / "build" / "debs", staging_dir=work / f"staging{attempt}",
+                                         packages=CONFIG["image"]["packages"], programs=CONFIG["image"]["programs"])
+        secs = time.monotonic() - started
+        hashes.append(manifest["image"]["sha256"])
+    same = "identical" if hashes[0] == hashes[1] else "DIFFERENT"
+    return [["initramfs from clean staging (debs cached)", f"{secs:.1f} s", f"two builds {same}: {hashes[0][:16]}"]], "n/a"
+
+
+def _guest() -> tuple[Path, Path, str]:
+    """The pipeline's own baseline kernel and image, and the accelerator a probe picks."""
+    kernel_path = REPO / "results" / "kernels" / "baseline" / "bzImage"
+    initrd = REPO / "results" / "image" / "initramfs.cpio"
+    accel, _ = probe_accelerator(kernel_path, initrd, CONFIG["vm"]["accel"], timeout_s=CONFIG["vm"]["probe_timeout_s"])
+    return kernel_path, initrd, accel
+
+
+def _spec(kernel_path: Path, initrd: Path, accel: str, job: Path, **extra) -> VMSpec:
+    append = f"{CONFIG['vm']['append']} clocksource={CONFIG['vm']['clocksource']}"
+    return VMSpec(kernel=kernel_path, initrd=initrd, append=append, accel=accel,
+                  memory_mib=CONFIG["vm"]["memory_mib"], job=job, **extra)
+
+
+def _spread(values: list[float]) -> str:
+    return f"min {min(values):.2f}, max {max(values):.2f}"
+
+
+def part_boot(work: Path, args) -> tuple[list[list[str]], str]:
+    kernel_path, initrd, accel = _guest()
+    job = work / "job.sh"
+    job.write_text('echo ok > "$GUESTIO_OUT/ok"\n')
+    boots, walls = [], []
+    for i in range(args.boots):
+        result = run_vm(_spec(kernel_path, initrd, accel, job), work / f"boot{i}", boot_timeout_s=120, job_timeout_s=60)
+        assert result.ok, result.reason
+        boots.append(result.boot_s)
+        walls.append(result.wall_s)
+    return [[f"boot to init under {accel} (median of {args.boots})", f"{statistics.median(boots):.2f} s", _spread(boots)],
+            [f"whole run, QEMU start to exit, under {accel}", f"{statistics.median(walls):.2f} s", _spread(walls)]], accel
+
+
+def part_plugin(work: Path, args) -> tuple[list[list[str]], str]:
+    """Cost of the exitcount plugin: the same disk job untraced, with the plugin, and with the trace too."""
+    kernel_path, initrd, _ = _guest()
+    plugin = tcgexits.build_plugin(REPO / "build" / "plugin")
+    data = disk.make_data_disk(work / "dd.img", 128, fs="none")
+    job = work / "dd.sh"
+    job.write_text("dd if=/dev/zero of=/dev/sda bs=1M count=64 conv=fsync 2>&1\n"
+                   "dd if=/dev/sda of=/dev/null bs=1M count=64 2>&1\n")
+    spec = _spec(kernel_path, initrd, "tcg", job, disks=[DiskSpec(path=Path(data), interface="ide", cache="none")])
+    times = tcgexits.measure_overhead(spec, plugin, work / "overhead", repeats=args.boots)
+    plain = statistics.median(t["wall_s"] for t in times["plain"])
+    plain_job = statistics.median(t["job_s"] for t in times["plain"])
+    rows = []
+    for mode in ("plugin", "plugin+trace"):
+        wall = statistics.median(t["wall_s"] for t in times[mode])
+        job_s = statistics.median(t["job_s"] for t in times[mode])
+        verdict = "meets" if wall <= 2 * plain else "misses"
+        rows.append([f"exit tracing ({mode}), 64 MiB dd each way on IDE, median of {args.boots}",
+                     f"{wall:.2f} s vs {plain:.2f} s untraced",
+                     f"{wall / plain:.2f}x whole run ({verdict} the 2x target); job alone {job_s / plain_job:.2f}x"])
+    return rows, "tcg"
+
+
+def render(store: dict) -> str:
+    host = store["host"]
+    lines = [
+        "# Pipeline benchmark",
+        "",
+        "Written by `workflow/bench/pipeline.py`; each part's date and accelerator are given with it.",
+        f"Host: {host['cpu_model']}, {host['cpus']} cores, {host['memory_kib'] // 1024} MiB, kernel {host['kernel']}.",
+        "",
+        "| what | time | ratio / note |",
+        "|---|---|---|",
+    ]
+    for part in PARTS:
+        if part in store["parts"]:
+            lines += [f"| {a} | {b} | {c} |" for a, b, c in store["parts"][part]["rows"]]
+    lines += ["", "| part | measured on | accelerator |", "|---|---|---|"]
+    lines += [f"| {p} | {store['parts'][p]['date']} | {store['parts'][p]['accelerator']} |" for p in PARTS if p in store["parts"]]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--boots", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=REPO / "workflow" / "bench" / "pipeline.md")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, from {', '.join(PARTS)}")
+    parser.add_argument("--boots", type=int, default=5, help="repetitions of the boot and plugin measurements")
     args = parser.parse_args()
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    source = json.loads((REPO / "results" / "kernels" / "source.json").read_text())
-    rows: list[tuple[str, str, str]] = []
-
-    with tempfile.TemporaryDirectory(prefix="guestio-bench-", dir=REPO / "build") as tmp:
-        work = Path(tmp)
-        ccache = work / "ccache"
-        variants = config["variants"]
-        first, *others = list(variants)
-        print(f"cold build of {first} (empty ccache)...", flush=True)
-        cold = build(first, variants[first], work, ccache, source)
-        rows.append((f"kernel `{first}`, cold (empty ccache)", f"{cold:.0f} s", "1.00 (reference)"))
-        for name in others:
-            print(f"build of {name} after {first}...", flush=True)
-            secs = build(name, variants[name], work, ccache, source)
-            verdict = "meets" if secs <= 0.2 * cold else "misses"
-            rows.append((f"kernel `{name}` after the others", f"{secs:.0f} s", f"{secs / cold:.2f} ({verdict} the 0.20 target)"))
-        print(f"fully cached rebuild of {first}...", flush=True)
-        again = build(first, variants[first], work, ccache, source)
-        rows.append((f"kernel `{first}` again, fully cached", f"{again:.0f} s", f"{again / cold:.2f}"))
-
-        print("image build from a clean staging dir (debs cached)...", flush=True)
-        hashes = []
-        for attempt in range(2):
-            started = time.monotonic()
-            image.build_initramfs(work / f"img{attempt}.cpio", work / f"img{attempt}.json",
-                                  deb_dir=REPO / "build" / "debs", staging_dir=work / f"staging{attempt}",
-                                  packages=config["image"]["packages"], programs=config["image"]["programs"])
-            secs = time.monotonic() - started
-            hashes.append(json.loads((work / f"img{attempt}.json").read_text())["image"]["sha256"])
-        same = "identical" if hashes[0] == hashes[1] else "DIFFERENT"
-        rows.append(("initramfs from clean staging (debs cached)", f"{secs:.1f} s", f"two builds {same}: {hashes[0][:16]}"))
-
-        kernel_path = work / "out" / first / "bzImage"
-        initrd = work / "img0.cpio"
-        accel, reason = probe_accelerator(kernel_path, initrd, config["vm"]["accel"],
-                                          timeout_s=config["vm"]["probe_timeout_s"])
-        job = work / "job.sh"
-        job.write_text("echo ok > \"$GUESTIO_OUT/ok\"\n")
-        boots, jobs, walls = [], [], []
-        for i in range(args.boots):
-            spec = VMSpec(kernel=kernel_path, initrd=initrd, append=config["vm"]["append"], accel=accel,
-                          memory_mib=config["vm"]["memory_mib"], job=job)
-            result = run_vm(spec, work / f"boot{i}", boot_timeout_s=120, job_timeout_s=60)
-            assert result.ok, result.reason
-            boots.append(result.boot_s)
-            jobs.append(result.job_s)
-            walls.append(result.wall_s)
-        rows.append((f"boot to init under {accel} (median of {args.boots})", f"{statistics.median(boots):.2f} s",
-                     f"min {min(boots):.2f}, max {max(boots):.2f}"))
-        rows.append((f"whole run, QEMU start to exit, under {accel}", f"{statistics.median(walls):.2f} s",
-                     f"min {min(walls):.2f}, max {max(walls):.2f}"))
-
-    host = provenance.host_snapshot()["host"]
-    lines = [
-        "# Pipeline benchmark",
-        "",
-        f"Written by `workflow/bench/pipeline.py` on {time.strftime('%Y-%m-%d')}.",
-        f"Host: {host['cpu_model']}, {host['cpus']} cores, {host['memory_kib'] // 1024} MiB, kernel {platform.release()}.",
-        f"Accelerator: {accel} ({reason}).",
-        "",
-        "| what | time | ratio / note |",
-        "|---|---|---|",
-        *(f"| {a} | {b} | {c} |" for a, b, c in rows),
-        "",
-    ]
-    args.out.write_text("\n".join(lines))
-    print("\n".join(lines))
+    parts = [p for p in args.parts.split(",") if p]
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
+    store = json.loads(STORE.read_text()) if STORE.exists() else {"parts": {}}
+    store["host"] = provenance.host_snapshot()["host"]
+    runners = {"kernels": part_kernels, "image": part_image, "boot": part_boot, "plugin": part_plugin}
+    (REPO / "build").mkdir(exist_ok=True)
+    for part in parts:
+        with tempfile.TemporaryDirectory(prefix=f"guestio-bench-{part}-", dir=REPO / "build") as tmp:
+            rows, accel = runners[part](Path(tmp), args)
+        store["parts"][part] = {"rows": rows, "date": time.strftime("%Y-%m-%d"), "accelerator": accel}
+        STORE.write_text(json.dumps(store, indent=2, sort_keys=True) + "\n")
+        TABLE.write_text(render(store))
+    print(TABLE.read_text())
 
 
 if __name__ == "__main__":

@@ -454,6 +454,7 @@ def run_vm_bonnie(*, kernel: os.PathLike | str, initrd: os.PathLike | str, appen
                   log: Callable[[str], None] | None = None, cpus: int = 1,
                   label: str | None = None, mount_opts: str | None = None,
                   machine_opts: str = "", required: Iterable[str] = REQUIRED_METRICS,
+                  extra_args: Iterable[str] = (),
                   ) -> tuple[RunResult, list[Measurement]]:
     """Run bonnie++ in a guest on a fresh copy of *data_disk*; return (RunResult, measurements).
 
@@ -466,7 +467,8 @@ def run_vm_bonnie(*, kernel: os.PathLike | str, initrd: os.PathLike | str, appen
 
     Raises BonnieRunError (naming OUTDIR and the job's error) if the run does not end
     "ok", BonnieParseError (naming OUTDIR/results/bonnie.csv) if the guest's CSV is
-    unusable (*required*: see :func:`parse_record`).
+    unusable (*required*: see :func:`parse_record`).  *extra_args* go to QEMU as they are
+    (the exitcount plugin, trace options).
     """
     device = guest_device(interface)
     # The same options as natively; the job script spells them out the same way.
@@ -493,7 +495,8 @@ def run_vm_bonnie(*, kernel: os.PathLike | str, initrd: os.PathLike | str, appen
     spec = VMSpec(kernel=Path(kernel), initrd=Path(initrd), append=append, accel=accel,
                   memory_mib=int(memory_mib), cpus=int(cpus), machine_opts=machine_opts,
                   job=JOB_SCRIPT, inputs={"params": params_path},
-                  disks=[DiskSpec(path=copy, interface=interface, cache=cache)])
+                  disks=[DiskSpec(path=copy, interface=interface, cache=cache)],
+                  extra_args=list(extra_args))
     try:
         _copy_sparse(data_disk, copy)
         result = run_vm(spec, outdir, boot_timeout_s=boot_timeout_s,

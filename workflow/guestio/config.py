@@ -59,7 +59,7 @@ def check_variants(config: dict, layers_root: Path) -> None:
         for layer in layers:
             if layer not in known:
                 problems.append(f"variants.{variant}: layer {layer!r} does not exist; known layers: {', '.join(known)}")
-    for section in ("smoke", "disk"):
+    for section in ("smoke", "disk", "exits"):
         for variant in config.get(section, {}).get("variants", []):
             if variant not in config["variants"]:
                 problems.append(f"{section}.variants: {variant!r} is not a variant; variants: {', '.join(config['variants'])}")

@@ -452,3 +452,30 @@ def read_csv(path: Path | str) -> pd.DataFrame:
     df = _coerce(raw)
     validate(df)
     return df
+
+
+def _sectors_written(stat_file: Path) -> int:
+    # /sys/block/<dev>/stat: field 7 is sectors written (512 bytes each).
+    return int(Path(stat_file).read_text().split()[6])
+
+
+def run_summary(df: pd.DataFrame, guest_results: Path, instructions: dict[str, int] | None = None) -> dict:
+    """Per phase exit totals and the benchmark's exits per MiB written to the data disk.
+
+    The MiB come from the guest's /sys/block/<dev>/stat before and after bonnie++
+    (the device level, so file-system metadata and journal writes count too).
+    """
+    guest_results = Path(guest_results)
+    written = (_sectors_written(guest_results / "diskstat-after.txt")
+               - _sectors_written(guest_results / "diskstat-before.txt")) * 512 / 2**20
+    by_phase = {str(k): int(v) for k, v in df.groupby("phase")["count"].sum().items()}
+    pm_timer = df[df["function"] == "acpi_pm_read"].groupby("phase")["count"].sum()
+    return {
+        "exits_by_phase": by_phase,
+        "exits_by_kind_benchmark": {str(k): int(v) for k, v in
+                                    df[df["phase"] == "benchmark"].groupby("exit_kind")["count"].sum().items()},
+        "acpi_pm_read_by_phase": {str(k): int(v) for k, v in pm_timer.items()},
+        "written_mib": round(written, 1),
+        "exits_per_mib_written": by_phase.get("benchmark", 0) / written if written else float("nan"),
+        "instructions_by_phase": instructions or {},
+    }

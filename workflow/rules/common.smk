@@ -91,3 +91,11 @@ FIGURES = {"fig1": "disk", "fig2": "disk", "fig6": "disk"}
 
 def figure_files(fig):
     return [f"{RESULTS}/figures/{fig}.{ext}" for ext in ("pdf", "png")]
+
+
+# Exit tables: modelled exits of bonnie++ per kernel variant.
+PLUGIN = f"{BUILD}/plugin/libexitcount.so"
+
+
+def exit_runs(name):
+    return expand(f"{RESULTS}/exits/tcg/bonnie/{{variant}}/{name}", variant=config["exits"]["variants"])
