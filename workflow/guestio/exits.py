@@ -129,17 +129,21 @@ def frame(rows: Iterable[Mapping] | pd.DataFrame) -> pd.DataFrame:
                        ("handling_ns", math.nan), ("count_share", math.nan), ("time_share", math.nan)):
         if c not in df.columns:
             df[c] = default
+    _check_columns(df)
+    df = _coerce(df)
+    df = with_shares(df)
+    df = _coerce(df)
+    validate(df)
+    return df
+
+
+def _check_columns(df: pd.DataFrame) -> None:
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"exits table: missing column(s): {', '.join(missing)}")
     extra = [c for c in df.columns if c not in COLUMNS]
     if extra:
         raise ValueError(f"exits table: unknown column(s): {', '.join(extra)}")
-    df = _coerce(df)
-    df = with_shares(df)
-    df = _coerce(df)
-    validate(df)
-    return df
 
 
 def validate(df: pd.DataFrame) -> None:
@@ -151,12 +155,7 @@ def validate(df: pd.DataFrame) -> None:
             where = f" (row {rows[0]!r}, value {df.loc[rows[0], col]!r})"
         raise ValueError(f"exits table: column '{col}': {what}{where}")
 
-    missing = [c for c in COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"exits table: missing column(s): {', '.join(missing)}")
-    extra = [c for c in df.columns if c not in COLUMNS]
-    if extra:
-        raise ValueError(f"exits table: unknown column(s): {', '.join(extra)}")
+    _check_columns(df)
     for c in _STR_COLS:
         not_str = [i for i, v in df[c].items() if not isinstance(v, str)]
         if not_str:
