@@ -36,6 +36,9 @@ def _candidates() -> list[tuple[Path, str, bool]]:
     v2_controllers = CGROUP_ROOT / "cgroup.controllers"
     if v2_controllers.is_file() and "memory" in v2_controllers.read_text().split():
         found.append((_own_cgroup(CGROUP_ROOT, True), "memory.max", True))
+        # A v2 cgroup that holds processes cannot delegate controllers to children;
+        # the root can, so it is the fallback (as root).
+        found.append((CGROUP_ROOT, "memory.max", True))
     v1 = CGROUP_ROOT / "memory"
     if (v1 / "memory.limit_in_bytes").is_file():
         found.append((_own_cgroup(v1, False), "memory.limit_in_bytes", False))
