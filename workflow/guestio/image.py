@@ -42,6 +42,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
 
 from guestio import cpio
+from guestio.util import sha256_file
 
 log = logging.getLogger("guestio.image")
 
@@ -238,14 +239,6 @@ def _candidates(packages: Sequence[str]) -> dict[str, dict[str, str]]:
     if missing:
         raise ImageError(f"no candidate version for: {', '.join(missing)}")
     return info
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def deb_filename(package: str, version: str, arch: str) -> str:
