@@ -14,13 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from guestio.util import sha256_file
+
 from guestio import cpio, disk, image
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # --------------------------------------------------------------------------- cpio
@@ -309,11 +308,11 @@ def test_initramfs_is_deterministic_and_manifest_matches(tmp_path, deb_cache):
 
     # manifest: image hash, deb hashes, every entry with its content hash
     assert json.loads(man_a.read_text()) == m
-    assert m["image"]["sha256"] == sha256(a) and m["image"]["size"] == a.stat().st_size
+    assert m["image"]["sha256"] == sha256_file(a) and m["image"]["size"] == a.stat().st_size
     debs = {d["package"]: d for d in m["debs"]}
     assert {"busybox-static", "iputils-ping", "libc6"} <= set(debs)
     for d in m["debs"]:
-        assert sha256(deb_cache / d["file"]) == d["sha256"]
+        assert sha256_file(deb_cache / d["file"]) == d["sha256"]
         assert d["version"] and d["arch"] in ("amd64", "all")
     assert debs["libc6"]["used"] and debs["iputils-ping"]["used"]
 
@@ -372,7 +371,7 @@ def test_data_disk_ext4_is_deterministic(tmp_path):
     a = disk.make_data_disk(tmp_path / "a" / "d.img", 16)
     b = disk.make_data_disk(tmp_path / "b" / "d.img", 16)
     assert a.stat().st_size == 16 * 1024 * 1024
-    assert sha256(a) == sha256(b)
+    assert sha256_file(a) == sha256_file(b)
     # ext4 superblock at 1024: magic 0xEF53, label and UUID from the label
     sb = a.read_bytes()[1024:2048]
     assert struct.unpack_from("<H", sb, 0x38)[0] == 0xEF53
@@ -381,7 +380,7 @@ def test_data_disk_ext4_is_deterministic(tmp_path):
     assert sb[0x68:0x78].hex() == fs_uuid.replace("-", "")
     assert struct.unpack_from("<I", sb, 0x108)[0] == disk.FAKE_TIME  # s_mkfs_time
     c = disk.make_data_disk(tmp_path / "c.img", 16, label="other")
-    assert sha256(c) != sha256(a)
+    assert sha256_file(c) != sha256_file(a)
     assert list(tmp_path.glob("**/.*tmp")) == []
 
 

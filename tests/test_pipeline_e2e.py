@@ -9,7 +9,6 @@ are byte-identical when redrawn.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -20,6 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from guestio.util import sha256_file
 
 from conftest import REPO, SNAKEMAKE, job_counts
 
@@ -52,9 +53,6 @@ def qemu_processes(marker: str) -> list[int]:
                 found.append(int(entry.name))
     return found
 
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -128,12 +126,12 @@ def test_plotting_code_change_reruns_only_plotting(interrupted_then_completed):
 
 
 def test_redrawn_figures_are_byte_identical(interrupted_then_completed):
-    before = {p: sha256(p) for p in FIGURES}
+    before = {p: sha256_file(p) for p in FIGURES}
     for path in FIGURES:
         path.unlink()
     redo = run(*TARGETS)
     assert redo.returncode == 0, redo.stderr[-3000:]
-    assert {p: sha256(p) for p in FIGURES} == before
+    assert {p: sha256_file(p) for p in FIGURES} == before
 
 
 def test_table3_shows_the_pm_timer_verification_vanish(interrupted_then_completed):

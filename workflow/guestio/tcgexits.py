@@ -56,7 +56,7 @@ __all__ = [
     "PluginRow", "TcgExitRun", "SeqRecord", "SequenceResult", "CrossCheck",
     "plugin_argv", "trace_argv", "run_with_plugin", "read_plugin_csv", "phase_instructions",
     "to_exits", "parse_sequence", "learn_pio_ports", "cross_check", "build_plugin",
-    "PLUGIN_DIR", "append_with_clocksource", "to_exits_frame", "write_exits_csv",
+    "PLUGIN_DIR", "to_exits_frame", "write_exits_csv",
     "measure_overhead", "pc_space",
 ]
 
@@ -116,12 +116,6 @@ def trace_argv(log: Path | str) -> list[str]:
     for ev in TRACE_EVENTS:
         argv += ["-trace", ev]
     return argv
-
-
-def append_with_clocksource(append: str, clocksource: str | None) -> str:
-    if clocksource and "clocksource=" not in append:
-        return f"{append} clocksource={clocksource}"
-    return append
 
 
 @dataclass
