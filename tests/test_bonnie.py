@@ -1,4 +1,4 @@
-"""Tests for guestio.bonnie and workflow/jobs/bonnie.sh.
+"""Tests for guestio.workloads.bonnie and workflow/jobs/bonnie.sh.
 
 The parser tests use real bonnie++ 2.00a output captured on the host and in the
 guest (tests/data/bonnie/, see its README.md) and cases derived from it.  The
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from guestio import bonnie
-from guestio.bonnie import (REQUIRED_METRICS, BonnieParseError, BonnieRunError, Measurement,
+from guestio.workloads import bonnie
+from guestio.workloads.bonnie import (REQUIRED_METRICS, BonnieParseError, BonnieRunError, Measurement,
                             bonnie_args, parse_csv, parse_csv_file, parse_record,
                             read_guest_info, run_native, run_vm_bonnie)
-from guestio.disk import make_data_disk
+from guestio.build.disk import make_data_disk
 from guestio.util import sha256_file
 
 DATA = Path(__file__).parent / "data" / "bonnie"

@@ -7,9 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from guestio import exits
-from guestio.kvmtrace import parse_trace_dir
-from guestio.symbols import SymbolTable
+from guestio.exits import schema as exits
+from guestio.exits.kvm import parse_trace_dir
+from guestio.exits.symbols import SymbolTable
 
 DATA = Path(__file__).parent / "data" / "kvmtrace"
 

@@ -1,4 +1,4 @@
-"""Statistics (guestio.stats) and figures 1, 2, 6 (guestio.figures, workflow/scripts/plot_figure.py)."""
+"""Statistics (guestio.analysis.stats) and figures 1, 2, 6 (guestio.analysis.figures, workflow/scripts/plot_figure.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from guestio import figures
-from guestio.figures import CLAIMS, COLUMNS, FigureDataError, format_ratio, plot_comparison
-from guestio.stats import (bootstrap_mean_ci, bootstrap_ratio_ci, significance_mark, t_sf,
+from guestio.analysis import figures
+from guestio.analysis.figures import CLAIMS, COLUMNS, FigureDataError, format_ratio, plot_comparison
+from guestio.analysis.stats import (bootstrap_mean_ci, bootstrap_ratio_ci, significance_mark, t_sf,
                            welch_significance, welch_t_test)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -288,7 +288,7 @@ def test_rerun_in_a_fresh_process_is_byte_identical(tmp_path, df, prov):
     csv, pj = tmp_path / "disk.csv", tmp_path / "prov.json"
     df.to_csv(csv, index=False)
     pj.write_text(json.dumps(prov))
-    code = ("import json, sys, pandas as pd; from guestio.figures import plot_fig1; "
+    code = ("import json, sys, pandas as pd; from guestio.analysis.figures import plot_fig1; "
             "plot_fig1(pd.read_csv(sys.argv[1]), json.load(open(sys.argv[2])), sys.argv[3], sys.argv[4], 1)")
     digests = []
     for run in ("a", "b"):

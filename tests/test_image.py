@@ -16,7 +16,9 @@ import pytest
 
 from guestio.util import sha256_file
 
-from guestio import cpio, disk, image
+from guestio.build import cpio
+from guestio.build import disk
+from guestio.build import image
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, snakemake
-from guestio import kconfig, kernel
+from guestio.build import kconfig
+from guestio.build import kernel
 
 LAYERS = REPO / "workflow" / "kernel" / "layers"
 PRISTINE = REPO / "build" / "src" / "linux"

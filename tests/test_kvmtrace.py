@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from guestio import exits
-from guestio.kvmtrace import (DEFAULT_EVENTS, FormatError, KvmTraceParser, KvmTracer, PrintFmt, classify_exit,
+from guestio.exits import schema as exits
+from guestio.exits.kvm import (DEFAULT_EVENTS, FormatError, KvmTraceParser, KvmTracer, PrintFmt, classify_exit,
                               load_formats, parse_format, parse_line, parse_trace, parse_trace_dir)
-from guestio.symbols import SymbolTable
+from guestio.exits.symbols import SymbolTable
 
 DATA = Path(__file__).parent / "data" / "kvmtrace"
 KERNELS = ["linux-6.1", "linux-6.15"]

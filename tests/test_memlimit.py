@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from guestio.memlimit import memory_limited
+from guestio.workloads.memlimit import memory_limited
 
 # Writes and rereads a 192 MiB file, then prints the cgroup's peak memory use.
 CHILD = r"""

@@ -114,7 +114,7 @@ def test_table_is_long_form_and_traceable(interrupted_then_completed):
 
 def test_plotting_code_change_reruns_only_plotting(interrupted_then_completed):
     # Snakemake compares checksums as well as times, so the edit must be real.
-    figures_py = REPO / "workflow" / "guestio" / "figures.py"
+    figures_py = REPO / "workflow" / "guestio" / "analysis" / "figures.py"
     original, stat = figures_py.read_bytes(), figures_py.stat()
     try:
         figures_py.write_bytes(original + b"\n# an edit to plotting code\n")

@@ -1,4 +1,4 @@
-"""Tests for guestio.runner and guestio.accel.
+"""Tests for guestio.vm.machine and guestio.vm.accel.
 
 Tests marked ``boot`` start real TCG guests; they need GUESTIO_TEST_KERNEL and
 GUESTIO_TEST_INITRD (see conftest.py).  Every test that starts QEMU checks
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from guestio import accel as accel_mod
-from guestio import runner
-from guestio.accel import AcceleratorError, probe_accelerator
-from guestio.runner import (DiskSpec, NicSpec, RunResult, VMSpec, VMSpecError,
+from guestio.vm import accel as accel_mod
+from guestio.vm import machine as runner
+from guestio.vm.accel import AcceleratorError, probe_accelerator
+from guestio.vm.machine import (DiskSpec, NicSpec, RunResult, VMSpec, VMSpecError,
                             build_qemu_argv, load_run, run_vm)
 
 OUTDIR_FILES = ("qemu-cmdline.json", "qemu-stderr.log", "serial.log", "qmp-events.jsonl",
@@ -349,7 +349,7 @@ def test_qemu_bad_device_is_qemu_failed(make_spec, sandbox):
 _SUBPROCESS_RUN = """
 import json, sys
 from pathlib import Path
-from guestio.runner import VMSpec, run_vm
+from guestio.vm.machine import VMSpec, run_vm
 spec = json.loads(sys.argv[1])
 spec = VMSpec(kernel=Path(spec["kernel"]), initrd=Path(spec["initrd"]), append=spec["append"],
               job=Path(spec["job"]), memory_mib=256)

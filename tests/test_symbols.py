@@ -20,7 +20,7 @@ import pytest
 
 from conftest import snakemake
 
-from guestio.symbols import SymbolTable, is_section_marker
+from guestio.exits.symbols import SymbolTable, is_section_marker
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data" / "kvmtrace"

@@ -1,4 +1,4 @@
-"""Tests for the exitcount TCG plugin (workflow/plugin) and guestio.tcgexits.
+"""Tests for the exitcount TCG plugin (workflow/plugin) and guestio.exits.tcg.
 
 * The x86 decoder of the plugin is tested through its stand-alone build
   (``exitcount-decode``: the same decode_insn() compiled without QEMU).
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from guestio import tcgexits
-from guestio.tcgexits import PluginRow, parse_sequence, read_plugin_csv, to_exits
+from guestio.exits import tcg as tcgexits
+from guestio.exits.tcg import PluginRow, parse_sequence, read_plugin_csv, to_exits
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build" / "plugin"
@@ -259,7 +259,7 @@ def test_to_exits(tmp_path):
                    ("ioread8", "ata_bmdma_status", "0xc002"): 3,
                    ("ioread8", "ata_sff_dev_select", "0x1f7"): 1,
                    ("", "", ""): 2}
-    # the same as a validated guestio.exits frame
+    # the same as a validated guestio.exits.schema frame
     df = tcgexits.to_exits_frame(rows, smap, workload="dd", variant="baseline", pio_ports=exact)
     assert list(df.columns) == tcgexits.EXIT_COLUMNS
     assert set(df["accelerator"]) == {"tcg-modelled"} and df["handling_ns"].isna().all()
@@ -282,8 +282,8 @@ cat /sys/devices/system/clocksource/clocksource0/current_clocksource
 
 
 def disk_job_spec(tmp_path: Path, kernel: Path, initrd: Path, append: str):
-    from guestio.disk import make_data_disk
-    from guestio.runner import DiskSpec, VMSpec
+    from guestio.build.disk import make_data_disk
+    from guestio.vm.machine import DiskSpec, VMSpec
     job = tmp_path / "job.sh"
     job.write_text(DISK_JOB)
     disk = make_data_disk(tmp_path / "disk.img", 16, fs="none")

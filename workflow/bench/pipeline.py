@@ -22,9 +22,13 @@ from pathlib import Path
 
 import yaml
 
-from guestio import disk, image, kernel, provenance, tcgexits
-from guestio.accel import probe_accelerator
-from guestio.runner import DiskSpec, VMSpec, run_vm
+from guestio.build import disk
+from guestio.build import image
+from guestio.build import kernel
+from guestio import provenance
+from guestio.exits import tcg as tcgexits
+from guestio.vm.accel import probe_accelerator
+from guestio.vm.machine import DiskSpec, VMSpec, run_vm
 
 REPO = Path(__file__).resolve().parents[2]
 LAYERS = REPO / "workflow" / "kernel" / "layers"

@@ -6,7 +6,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 import guestio.config
-import guestio.kconfig
+import guestio.build.kconfig
 import guestio.provenance
 
 REPO = Path(workflow.basedir)
@@ -43,10 +43,10 @@ def layer_files(wildcards):
     """The fragments and patches a variant is built from, so editing one rebuilds it."""
     files = []
     for layer in config["variants"][wildcards.variant]:
-        fragment = guestio.kconfig.layer_fragment(LAYERS_ROOT, layer)
+        fragment = guestio.build.kconfig.layer_fragment(LAYERS_ROOT, layer)
         if fragment is not None:
             files.append(str(fragment))
-        files.extend(str(p) for p in guestio.kconfig.layer_patches(LAYERS_ROOT, layer))
+        files.extend(str(p) for p in guestio.build.kconfig.layer_patches(LAYERS_ROOT, layer))
     return files
 
 

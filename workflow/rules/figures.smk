@@ -5,7 +5,7 @@ rule figure:
     input:
         csv=lambda w: f"{RESULTS}/tables/{FIGURES[w.fig]}.csv",
         provenance=lambda w: f"{RESULTS}/tables/{FIGURES[w.fig]}.provenance.json",
-        code=[REPO / "workflow" / "guestio" / "figures.py", REPO / "workflow" / "guestio" / "stats.py"],
+        code=[REPO / "workflow" / "guestio" / "analysis" / "figures.py", REPO / "workflow" / "guestio" / "analysis" / "stats.py"],
     output:
         pdf=f"{RESULTS}/figures/{{fig}}.pdf",
         png=f"{RESULTS}/figures/{{fig}}.png",

@@ -1,5 +1,5 @@
 """Build the guest initramfs from downloaded Debian packages."""
 
-from guestio.image import build_from_snakemake
+from guestio.build.image import build_from_snakemake
 
 build_from_snakemake(snakemake)

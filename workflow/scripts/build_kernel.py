@@ -1,10 +1,10 @@
-"""Build one guest kernel variant (thin wrapper over guestio.kernel)."""
+"""Build one guest kernel variant (thin wrapper over guestio.build.kernel)."""
 
 import json
 import subprocess
 from pathlib import Path
 
-from guestio import kernel
+from guestio.build import kernel
 
 params = snakemake.params
 ccache_dir = Path(params.ccache_dir).expanduser() if params.ccache_dir else None

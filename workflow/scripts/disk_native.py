@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from guestio import bonnie
-from guestio.guestjob import say_to
-from guestio.measurements import frame, write_csv
+from guestio.workloads import bonnie
+from guestio.vm.jobs import say_to
+from guestio.analysis.measurements import frame, write_csv
 from guestio.provenance import host_clocksource
 
 disk, rep = snakemake.params.disk, int(snakemake.wildcards.rep)

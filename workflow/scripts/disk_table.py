@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from guestio.measurements import combine, write_csv
+from guestio.analysis.measurements import combine, write_csv
 from guestio.provenance import experiment_provenance
 from guestio.util import write_json_atomic
 

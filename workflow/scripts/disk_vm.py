@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from guestio import bonnie
-from guestio.guestjob import accelerator_of, guest_append, say_to, write_provenance
-from guestio.measurements import frame, write_csv
+from guestio.workloads import bonnie
+from guestio.vm.jobs import accelerator_of, guest_append, say_to, write_provenance
+from guestio.analysis.measurements import frame, write_csv
 
 inp, w, vm, disk = snakemake.input, snakemake.wildcards, dict(snakemake.params.vm), snakemake.params.disk
 outdir = Path(snakemake.output.csv).parent

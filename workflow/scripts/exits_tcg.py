@@ -2,8 +2,10 @@
 
 from pathlib import Path
 
-from guestio import bonnie, exits, tcgexits
-from guestio.guestjob import guest_append, say_to, write_provenance
+from guestio.workloads import bonnie
+from guestio.exits import schema as exits
+from guestio.exits import tcg as tcgexits
+from guestio.vm.jobs import guest_append, say_to, write_provenance
 from guestio.util import write_json_atomic
 
 inp, out, w = snakemake.input, snakemake.output, snakemake.wildcards

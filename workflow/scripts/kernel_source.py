@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from guestio import kernel
+from guestio.build import kernel
 from guestio.util import write_json_atomic
 
 info = kernel.extract_source(Path(snakemake.input.tarball), Path(snakemake.params.pristine))

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from guestio.disk import make_data_disk
+from guestio.build.disk import make_data_disk
 from guestio.util import sha256_file
 
 out = Path(snakemake.output[0])

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from guestio.figures import plot_comparison, summary_markdown, write_summary_csv
+from guestio.analysis.figures import plot_comparison, summary_markdown, write_summary_csv
 from guestio.util import write_text_atomic
 
 out = snakemake.output

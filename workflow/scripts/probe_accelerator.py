@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from guestio.accel import probe_accelerator
+from guestio.vm.accel import probe_accelerator
 from guestio.util import write_json_atomic
 
 params = snakemake.params

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from guestio.guestjob import run_checked, say_to, spec_from_config, write_provenance
+from guestio.vm.jobs import run_checked, say_to, spec_from_config, write_provenance
 
 inp, vm = snakemake.input, dict(snakemake.params.vm)
 outdir = Path(snakemake.output.run).parent

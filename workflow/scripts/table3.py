@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from guestio import exits
+from guestio.exits import schema as exits
 from guestio.util import write_text_atomic
 
 params, out = snakemake.params, snakemake.output

@@ -57,7 +57,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 
 import pandas as pd
 
-from guestio import exits as exits_schema
+from guestio.exits import schema as exits_schema
 
 __all__ = [
     "Field", "EventFormat", "PrintFmt", "FormatError", "parse_format", "load_formats",
@@ -981,7 +981,7 @@ def parse_trace(source, formats, *, workload: str, variant: str, phase: str = "b
 
     ``source``: path of a ``trace``/``trace_pipe`` capture, its text, or lines.
     ``formats``: :func:`load_formats` result, or anything it accepts.
-    ``symbols``: a :class:`guestio.symbols.SymbolTable` for function/offset (optional).
+    ``symbols``: a :class:`guestio.exits.symbols.SymbolTable` for function/offset (optional).
     """
     if not (isinstance(formats, Mapping) and all(isinstance(v, EventFormat) for v in formats.values())):
         formats = load_formats(formats)

@@ -15,7 +15,7 @@ Pipeline (:func:`build_initramfs`):
 4. Only those files (plus the symlinks on the way to them), busybox applet
    symlinks (from ``busybox --list-full`` run on the extracted static busybox),
    a few generated ``/etc`` files, ``/dev/console`` and ``/init`` go into a
-   deterministic newc cpio archive (:mod:`guestio.cpio`).
+   deterministic newc cpio archive (:mod:`guestio.build.cpio`).
 5. A JSON manifest (debs with SHA256, every image entry with its SHA256, the
    image SHA256) is written beside the image.
 
@@ -41,10 +41,10 @@ from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
 
-from guestio import cpio
+from guestio.build import cpio
 from guestio.util import sha256_file
 
-log = logging.getLogger("guestio.image")
+log = logging.getLogger("guestio.build.image")
 
 DEFAULT_PACKAGES: tuple[str, ...] = (
     "busybox-static",
@@ -688,7 +688,7 @@ def build_from_snakemake(smk) -> dict:  # pragma: no cover - thin glue
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m guestio.image", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m guestio.build.image", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="initramfs (newc cpio) to write")
     ap.add_argument("--manifest", help="manifest JSON (default: OUT with .json suffix)")
     ap.add_argument("--deb-dir", default="build/debs", help=".deb download cache")

@@ -137,7 +137,7 @@ def make_data_disk(path: str | os.PathLike, size_mib: int, fs: str = "ext4",
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m guestio.disk", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m guestio.build.disk", description=__doc__.split("\n\n")[0])
     ap.add_argument("path")
     ap.add_argument("size_mib", type=int)
     ap.add_argument("--fs", default="ext4", choices=FILESYSTEMS)

@@ -76,8 +76,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, NamedTuple
 
-from guestio.memlimit import memory_limited
-from guestio.runner import DiskSpec, RunResult, VMSpec, run_vm
+from guestio.workloads.memlimit import memory_limited
+from guestio.vm.machine import DiskSpec, RunResult, VMSpec, run_vm
 
 __all__ = [
     "BONNIE",
@@ -351,7 +351,7 @@ def run_native(directory: os.PathLike | str, size_mib: int, ram_mib: int,
     On a host with plenty of RAM the page cache makes the native block read
     too fast to measure (``+++++``) for any -s that fits in memory (seen here
     up to -s 4096 on a 24 GiB host).  *memory_limit_mib* runs bonnie++ in a
-    memory cgroup of that size (guestio.memlimit), so that natively it has as
+    memory cgroup of that size (guestio.workloads.memlimit), so that natively it has as
     much page cache as the guest it is compared with.
     """
     say = log or (lambda msg: None)
@@ -458,7 +458,7 @@ def run_vm_bonnie(*, kernel: os.PathLike | str, initrd: os.PathLike | str, appen
                   ) -> tuple[RunResult, list[Measurement]]:
     """Run bonnie++ in a guest on a fresh copy of *data_disk*; return (RunResult, measurements).
 
-    *data_disk* is a raw image holding an ext4 file system (guestio.disk.make_data_disk);
+    *data_disk* is a raw image holding an ext4 file system (guestio.build.disk.make_data_disk);
     it is copied sparsely to OUTDIR/data-disk.img, which the guest gets as its only disk
     (*interface* ide -> /dev/sda, virtio -> /dev/vda; QEMU cache mode *cache*) and which
     is deleted when the run is over, however it ends.  OUTDIR/params holds the job's

@@ -2,7 +2,7 @@
 
 One place holds what each figure is about (``CLAIMS``): its title, the paper's
 claim and the ratios it states.  Every number drawn or written comes from
-``guestio.stats`` with the caller's seed, so the bars, the error bars, the
+``guestio.analysis.stats`` with the caller's seed, so the bars, the error bars, the
 annotation and the summary table agree and are identical on every rerun.
 
 Input: the long-form CSV (one row per measurement) with the columns of
@@ -37,7 +37,7 @@ import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .stats import (DEFAULT_CONFIDENCE, DEFAULT_N_RESAMPLES, SIGNIFICANCE_LEVEL, bootstrap_mean_ci,
+from guestio.analysis.stats import (DEFAULT_CONFIDENCE, DEFAULT_N_RESAMPLES, SIGNIFICANCE_LEVEL, bootstrap_mean_ci,
                     bootstrap_ratio_ci, significance_mark, welch_significance)
 
 __all__ = ["COLUMNS", "CLAIMS", "Panel", "FigureClaim", "Condition", "FigureDataError", "FigureResult",

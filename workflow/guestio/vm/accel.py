@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Literal
 
-from .runner import VMSpec, last_serial_line, run_vm
+from guestio.vm.machine import VMSpec, last_serial_line, run_vm
 
 __all__ = ["AcceleratorError", "probe_accelerator", "KVM_DEVICE",
            "DEFAULT_PROBE_TIMEOUT_S", "DEFAULT_PROBE_APPEND"]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from guestio.provenance import run_provenance
-from guestio.runner import DiskSpec, NicSpec, RunResult, VMSpec, run_vm
+from guestio.vm.machine import DiskSpec, NicSpec, RunResult, VMSpec, run_vm
 from guestio.util import write_json_atomic
 
 

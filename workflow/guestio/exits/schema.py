@@ -214,7 +214,7 @@ def validate(df: pd.DataFrame) -> None:
 
 
 def symbolize(df: pd.DataFrame, symbols) -> pd.DataFrame:
-    """Fill function/offset from a :class:`guestio.symbols.SymbolTable` where function is empty."""
+    """Fill function/offset from a :class:`guestio.exits.symbols.SymbolTable` where function is empty."""
     df = df.copy()
     funcs, offs = list(df["function"]), list(df["offset"])
     for k, (pc, fn) in enumerate(zip(df["guest_pc"], df["function"])):

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from guestio import kconfig
+from guestio.build import kconfig
 from guestio.util import sha256_file, write_json_atomic
 
 # Fixed build identity, so that two builds of the same input differ only where

@@ -7,7 +7,7 @@ with the call site that entered the function (shadow call stack), separately per
 (``boot``, ``init``, ``benchmark``, ``shutdown`` and named windows: the plugin follows the
 serial console log, see the plugin's header comment).  This module
 
-* runs a guest job with the plugin (:func:`run_with_plugin`; :func:`guestio.runner.run_vm`
+* runs a guest job with the plugin (:func:`run_with_plugin`; :func:`guestio.vm.machine.run_vm`
   does the run, the plugin is only extra QEMU arguments),
 * reads the plugin's CSV (:func:`read_plugin_csv`) and turns it into rows of the exits
   schema (:func:`to_exits`): accelerator ``tcg-modelled``, pc -> function+offset and call
@@ -48,8 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
 
-from guestio.exits import COLUMNS as EXIT_COLUMNS, EXIT_KINDS
-from guestio.runner import RunResult, VMSpec, run_vm
+from guestio.exits.schema import COLUMNS as EXIT_COLUMNS, EXIT_KINDS
+from guestio.vm.machine import RunResult, VMSpec, run_vm
 
 __all__ = [
     "ACCELERATOR", "EXIT_COLUMNS", "PLUGIN_COLUMNS", "EXIT_KINDS", "PHASES",
@@ -203,7 +203,7 @@ def phase_instructions(rows: Iterable[PluginRow]) -> dict[str, int]:
 
 
 def _symbol_table(system_map: Path | str):
-    from guestio.symbols import SymbolTable
+    from guestio.exits.symbols import SymbolTable
     return SymbolTable.from_system_map(system_map)
 
 
@@ -247,7 +247,7 @@ def to_exits(rows: Iterable[PluginRow], system_map: Path | str | None, *, worklo
     and ``time_share`` are empty (TCG has no exit handling time).  function/caller are ""
     outside the kernel's text (user space, firmware).  *extra_columns* adds ``detail``,
     ``size``, ``caller_site``, ``device``, ``starts`` and ``space`` (kernel/user/firmware);
-    without it the rows have exactly the columns of :mod:`guestio.exits` (see
+    without it the rows have exactly the columns of :mod:`guestio.exits.schema` (see
     :func:`to_exits_frame`).
     """
     symtab = _symbol_table(system_map) if system_map is not None else None
@@ -333,7 +333,7 @@ def to_exits(rows: Iterable[PluginRow], system_map: Path | str | None, *, worklo
 
 def to_exits_frame(rows: Iterable[PluginRow], system_map: Path | str | None, *, workload: str,
                    variant: str, pio_ports=None):
-    """:func:`to_exits` as a validated :mod:`guestio.exits` DataFrame."""
+    """:func:`to_exits` as a validated :mod:`guestio.exits.schema` DataFrame."""
     from guestio import exits
     return exits.frame(to_exits(rows, system_map, workload=workload, variant=variant,
                                 pio_ports=pio_ports))
@@ -710,7 +710,7 @@ def measure_overhead(spec: VMSpec, plugin: Path | str, outdir: Path | str, *, re
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m guestio.tcgexits",
+    ap = argparse.ArgumentParser(prog="python -m guestio.exits.tcg",
                                  description="Modelled VM exits of one plugin run -> exits CSV.")
     ap.add_argument("plugin_csv", type=Path, help="exitcount.csv written by the plugin")
     ap.add_argument("--system-map", type=Path, required=True)
