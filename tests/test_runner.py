@@ -26,7 +26,7 @@ import pytest
 from guestio.vm import accel as accel_mod
 from guestio.vm import machine as runner
 from guestio.vm.accel import AcceleratorError, probe_accelerator
-from guestio.vm.machine import (DiskSpec, NicSpec, RunResult, VMSpec, VMSpecError,
+from guestio.vm.machine import (DiskSpec, Hooks, Machine, NicSpec, RunResult, VMRunError, VMSpec, VMSpecError,
                             build_qemu_argv, load_run, run_vm)
 
 OUTDIR_FILES = ("qemu-cmdline.json", "qemu-stderr.log", "serial.log", "qmp-events.jsonl",
@@ -447,3 +447,103 @@ def test_escalation_to_sigkill_for_a_stopped_qemu(make_spec, sandbox, monkeypatc
     assert result.qemu_returncode == -signal.SIGKILL
     assert any(l.startswith("sending SIGTERM") for l in lines)
     assert any(l.startswith("sending SIGKILL") for l in lines)
+
+
+# --------------------------------------------------------------------------
+# the lifecycle's hooks, scratch disks and the one error type
+
+
+class RecordingHooks(Hooks):
+    """Writes down every call with what the machine showed at that moment."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+
+    def qemu_args(self, machine):
+        self.calls.append(("qemu_args", machine.proc))
+        return ["-name", "hooked-guest"]
+
+    def after_launch(self, machine):
+        # QEMU runs (paused): a real pid and a live QMP connection.
+        assert Path(f"/proc/{machine.pid}").exists()
+        self.calls.append(("after_launch", machine.pid))
+
+        async def status():
+            self.calls.append(("qmp", (await machine.qmp.execute("query-status"))["status"]))
+        return status()
+
+    def job_started(self, machine):
+        self.calls.append(("job_started",))
+
+    def phase(self, machine, name):
+        self.calls.append(("phase", name))
+
+    def job_finished(self, machine, status):
+        self.calls.append(("job_finished", status))
+
+    def after_shutdown(self, machine, result):
+        self.calls.append(("after_shutdown", result.status, machine.proc.returncode))
+
+
+@pytest.mark.boot
+def test_hooks_see_launch_job_phases_and_shutdown_in_order(make_spec, sandbox):
+    hooks = RecordingHooks()
+    spec = make_spec('echo "GUESTIO: phase write" >/dev/kmsg; sleep 0.3\n'
+                     'echo "GUESTIO: phase read" >/dev/kmsg; sleep 0.3\n')
+    with Machine(spec, sandbox / "out", boot_timeout_s=60, job_timeout_s=60, hooks=[hooks]) as vm:
+        assert "hooked-guest" in vm.argv
+        result = vm.run()
+    assert result.status == "ok", result
+    names = [c[0] for c in hooks.calls]
+    assert names == ["qemu_args", "after_launch", "qmp", "job_started", "phase", "phase",
+                     "job_finished", "after_shutdown"], hooks.calls
+    assert hooks.calls[0][1] is None                       # args are asked for before launch
+    assert hooks.calls[2] == ("qmp", "prelaunch")           # started paused (-S)
+    assert [c[1] for c in hooks.calls if c[0] == "phase"] == ["write", "read"]
+    assert hooks.calls[-2] == ("job_finished", 0)
+    assert hooks.calls[-1] == ("after_shutdown", "ok", 0)  # called once QEMU is reaped
+
+
+@pytest.mark.boot
+def test_failed_run_still_calls_after_shutdown_and_deletes_the_scratch_copy(make_spec, sandbox):
+    pristine = sandbox / "pristine.img"
+    with open(pristine, "wb") as f:
+        f.truncate(64 << 20)
+    copy = sandbox / "out" / "scratch.img"
+    hooks = RecordingHooks()
+    spec = make_spec("ls /sys/block > $GUESTIO_OUT/block.txt; exit 4\n",
+                     disks=[DiskSpec(copy, "virtio", copy_of=pristine)])
+    with pytest.raises(VMRunError) as err:
+        run_vm(spec, sandbox / "out", 60, 60, hooks=[hooks], check=True, label="scratch test")
+    assert err.value.result.status == "job-failed"
+    message = str(err.value)
+    assert message.startswith("scratch test: job-failed: job exited with status 4")
+    assert "last serial lines:" in message and "GUESTIO: job finished status=4" in message
+    assert "vda" in (sandbox / "out" / "results" / "block.txt").read_text().split()
+    assert not copy.exists() and pristine.stat().st_size == 64 << 20
+    assert hooks.calls[-1] == ("after_shutdown", "job-failed", 0)
+
+
+@pytest.mark.boot
+def test_a_hook_that_fails_ends_the_run_cleanly(make_spec, sandbox):
+    class Broken(RecordingHooks):
+        def job_started(self, machine):
+            raise RuntimeError("tracer exploded")
+
+    hooks = Broken()
+    with pytest.raises(RuntimeError, match="tracer exploded"):
+        run_vm(make_spec("sleep 30\n"), sandbox / "out", 60, 60, hooks=[hooks])
+    result, _ = load_run(sandbox / "out" / "run.json")
+    assert result.status == "runner-error" and "tracer exploded" in result.reason
+    assert hooks.calls[-1][:2] == ("after_shutdown", "runner-error")
+    # sandbox checks that no QEMU and no temp dir are left
+
+
+def test_missing_pristine_disk_is_refused_before_qemu(tmp_path):
+    spec = VMSpec(kernel=tmp_path / "k", initrd=tmp_path / "i", append="",
+                  disks=[DiskSpec(tmp_path / "copy.img", copy_of=tmp_path / "absent.img")])
+    for name in ("k", "i"):
+        (tmp_path / name).write_text("x")
+    with pytest.raises(FileNotFoundError, match="absent.img"):
+        run_vm(spec, tmp_path / "out", 10, 10)
+    assert not (tmp_path / "copy.img").exists()

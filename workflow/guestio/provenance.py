@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 from importlib import metadata
@@ -126,20 +127,35 @@ def _load(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def qemu_provenance(qemu_build: Path | None, run: dict | None = None) -> dict:
+    """The QEMU a run used: its build record (path, version, patches, sha256), or the host's binary."""
+    if qemu_build is not None:
+        return _load(qemu_build)
+    from guestio.util import sha256_file
+
+    binary = (run or {}).get("spec", {}).get("qemu") or "qemu-system-x86_64"
+    path = shutil.which(binary)
+    return {"binary": path or binary, "version": qemu_version(binary), "patches": [],
+            "sha256": sha256_file(Path(path)) if path else None, "source": "host"}
+
+
 def run_provenance(*, repo: Path, host: Path, accelerator: Path, kernel_build: Path, image_manifest: Path,
-                   run: Path, job: Path, vm: dict) -> dict:
+                   run: Path, job: Path, vm: dict, qemu_build: Path | None = None) -> dict:
     """Everything needed to trace one run back to kernel, patches, image, QEMU and host."""
     from guestio.util import sha256_file
 
+    run_record = _load(run)
     return {
-        "run": _load(run),
+        "run": run_record,
         "accelerator": _load(accelerator),
+        "qemu": qemu_provenance(qemu_build, run_record),
         "kernel": _load(kernel_build),
         "image": image_summary(image_manifest),
         "job": {"file": str(job), "sha256": sha256_file(job)},
         "vm_config": vm,
         "guestio": checkout(repo),
-        **_load(host),
+        **{k: v for k, v in _load(host).items() if k != "qemu"},
+        "host_qemu": _load(host).get("qemu"),
     }
 
 

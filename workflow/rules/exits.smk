@@ -1,4 +1,5 @@
-# Exit tracing: modelled VM exits under TCG (a QEMU plugin), Table 3.
+# Exit tracing, Table 3: the backend follows the accelerator decision (KVM tracepoints, or
+# modelled exits from a QEMU plugin under TCG).
 
 
 rule exit_plugin:
@@ -18,30 +19,29 @@ rule exit_plugin:
         "(sh {input.fetch} {params.build_dir} && make -C workflow/plugin BUILD={params.build_dir}) > {log} 2>&1"
 
 
-rule exits_tcg:
+rule exit_sites:
     input:
         unpack(lambda w: kernel_outputs(w.variant)),
-        initrd=IMAGE,
+        unpack(exit_run_inputs),
         image_manifest=IMAGE_MANIFEST,
-        data_disk=DATA_DISK,
-        accelerator=ACCELERATOR,
+        accelerator=exits_accelerator,
         host=HOST_SNAPSHOT,
-        plugin=PLUGIN,
         job=JOBS_DIR / "bonnie.sh",
     output:
-        exits=f"{RESULTS}/exits/tcg/bonnie/{{variant}}/exits.csv",
-        summary=f"{RESULTS}/exits/tcg/bonnie/{{variant}}/summary.json",
-        provenance=f"{RESULTS}/exits/tcg/bonnie/{{variant}}/provenance.json",
+        exits=f"{RESULTS}/exits/bonnie/{{variant}}/exits.csv",
+        summary=f"{RESULTS}/exits/bonnie/{{variant}}/summary.json",
+        provenance=f"{RESULTS}/exits/bonnie/{{variant}}/provenance.json",
     params:
         vm=config["vm"],
         exits=config["exits"],
+        recorded=lambda w: exits_recorded(w.variant),
     threads: workflow.cores
     log:
-        f"{RESULTS}/exits/tcg/bonnie/{{variant}}/runner.log",
+        f"{RESULTS}/exits/bonnie/{{variant}}/runner.log",
     conda:
         CONDA_ENV
     script:
-        "../scripts/exits_tcg.py"
+        "../scripts/exit_sites.py"
 
 
 rule table3:

@@ -2,19 +2,21 @@
 
 from pathlib import Path
 
-from guestio.workloads import bonnie
-from guestio.vm.jobs import accelerator_of, guest_append, say_to, write_provenance
 from guestio.analysis.measurements import frame, write_csv
+from guestio.vm.jobs import accelerator_of, guest_append, qemu_of, say_to, write_provenance
+from guestio.workloads import bonnie
 
 inp, w, vm, disk = snakemake.input, snakemake.wildcards, dict(snakemake.params.vm), snakemake.params.disk
 outdir = Path(snakemake.output.csv).parent
 accel = accelerator_of(inp.accelerator)
-with say_to(snakemake.log[0], f"disk {w.variant} {w.disk} rep{w.rep}") as say:
+label = f"disk {w.variant} {w.disk} rep{w.rep}"
+with say_to(snakemake.log[0], label) as say:
     result, measurements = bonnie.run_vm_bonnie(
         kernel=inp.bzimage, initrd=inp.initrd, append=guest_append(vm), accel=accel,
         memory_mib=disk["ram_mib"], cpus=vm["cpus"], data_disk=inp.data_disk, interface=w.disk,
         cache=vm["disk_cache"], size_mib=disk["size_mib"], ram_mib=disk["ram_mib"], outdir=outdir,
-        boot_timeout_s=vm["boot_timeout_s"], job_timeout_s=vm["job_timeout_s"], log=say,
+        boot_timeout_s=vm["boot_timeout_s"], job_timeout_s=vm["job_timeout_s"], log=say, run_label=label,
+        **qemu_of(inp),
     )
     guest = bonnie.read_guest_info(outdir / "results")
     say(f"block write {next(m.value for m in measurements if m.metric == 'block_write_throughput'):.0f} KiB/s "

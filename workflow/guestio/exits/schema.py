@@ -458,15 +458,19 @@ def _sectors_written(stat_file: Path) -> int:
     return int(Path(stat_file).read_text().split()[6])
 
 
-def run_summary(df: pd.DataFrame, guest_results: Path, instructions: dict[str, int] | None = None) -> dict:
+def run_summary(df: pd.DataFrame, guest_results: Path | None,
+                instructions: dict[str, int] | None = None) -> dict:
     """Per phase exit totals and the benchmark's exits per MiB written to the data disk.
 
     The MiB come from the guest's /sys/block/<dev>/stat before and after bonnie++
-    (the device level, so file-system metadata and journal writes count too).
+    (the device level, so file-system metadata and journal writes count too); without
+    them (a recording that lacks the guest's files) both MiB figures are None.
     """
-    guest_results = Path(guest_results)
-    written = (_sectors_written(guest_results / "diskstat-after.txt")
-               - _sectors_written(guest_results / "diskstat-before.txt")) * 512 / 2**20
+    written = None
+    if guest_results is not None and (Path(guest_results) / "diskstat-after.txt").is_file():
+        guest_results = Path(guest_results)
+        written = (_sectors_written(guest_results / "diskstat-after.txt")
+                   - _sectors_written(guest_results / "diskstat-before.txt")) * 512 / 2**20
     by_phase = {str(k): int(v) for k, v in df.groupby("phase")["count"].sum().items()}
     pm_timer = df[df["function"] == "acpi_pm_read"].groupby("phase")["count"].sum()
     return {
@@ -474,7 +478,8 @@ def run_summary(df: pd.DataFrame, guest_results: Path, instructions: dict[str, i
         "exits_by_kind_benchmark": {str(k): int(v) for k, v in
                                     df[df["phase"] == "benchmark"].groupby("exit_kind")["count"].sum().items()},
         "acpi_pm_read_by_phase": {str(k): int(v) for k, v in pm_timer.items()},
-        "written_mib": round(written, 1),
-        "exits_per_mib_written": by_phase.get("benchmark", 0) / written if written else float("nan"),
+        "written_mib": round(written, 1) if written is not None else None,
+        "exits_per_mib_written": (by_phase.get("benchmark", 0) / written if written else float("nan"))
+        if written is not None else None,
         "instructions_by_phase": instructions or {},
     }

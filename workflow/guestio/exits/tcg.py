@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
 
 from guestio.exits.schema import COLUMNS as EXIT_COLUMNS, EXIT_KINDS
-from guestio.vm.machine import RunResult, VMSpec, run_vm
+from guestio.vm.machine import Hooks, RunResult, VMSpec, run_vm
 
 __all__ = [
     "ACCELERATOR", "EXIT_COLUMNS", "PLUGIN_COLUMNS", "EXIT_KINDS", "PHASES",
@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 ACCELERATOR = "tcg-modelled"
-PLUGIN_DIR = Path(__file__).resolve().parents[1] / "plugin"
+PLUGIN_DIR = Path(__file__).resolve().parents[2] / "plugin"
 PLUGIN_COLUMNS = ["phase", "pc", "kind", "detail", "port_or_address", "size", "caller_site_pc",
                   "device", "count", "starts"]
 #: Phases the plugin derives from the guestio console lines, in order ("GUESTIO: phase NAME"
@@ -126,33 +126,43 @@ class TcgExitRun:
     log: Path | None = None   # QEMU's log with the sequence and the trace (trace=True)
 
 
+class ExitCounter(Hooks):
+    """The exitcount plugin on a TCG run (a VM lifecycle hook).
+
+    Adds the plugin (writing OUTDIR/exitcount.csv, phases from the run's serial log)
+    and, with *trace*, QEMU's memory_region_ops trace into OUTDIR/qemu.log for the
+    cross-check.  Refuses a spec the counts would be wrong for.
+    """
+
+    def __init__(self, plugin: Path | str, *, trace: bool = False):
+        self.plugin, self.trace = Path(plugin), trace
+        self.csv: Path | None = None
+        self.log: Path | None = None
+
+    def qemu_args(self, machine) -> list[str]:
+        spec = machine.spec
+        if spec.accel != "tcg":
+            raise TcgExitError(f"the exitcount plugin needs TCG, not {spec.accel!r}")
+        if int(spec.cpus) != 1:
+            raise TcgExitError("modelled exits are counted for one vCPU (the plugin's instruction "
+                               "totals and the sequence log assume one vCPU thread)")
+        self.csv = machine.outdir / "exitcount.csv"
+        self.log = machine.outdir / "qemu.log" if self.trace else None
+        for path in (self.csv, self.log):
+            if path is not None and path.exists():
+                path.unlink()
+        argv = plugin_argv(self.plugin, self.csv, machine.serial_log, seq=self.trace)
+        return argv + (trace_argv(self.log) if self.log is not None else [])
+
+
 def run_with_plugin(spec: VMSpec, outdir: Path | str, plugin: Path | str, *,
                     boot_timeout_s: float, job_timeout_s: float, trace: bool = False,
                     log: Callable[[str], None] | None = None) -> TcgExitRun:
-    """Run *spec* (a TCG guest job) with the exitcount plugin; results in *outdir*.
-
-    Writes, besides run_vm's files, ``exitcount.csv`` (the plugin's counts) and with
-    *trace* ``qemu.log`` (sequence + trace events).  The spec itself is not modified.
-    """
-    if spec.accel != "tcg":
-        raise TcgExitError(f"the exitcount plugin needs TCG, not {spec.accel!r}")
-    if int(spec.cpus) != 1:
-        raise TcgExitError("modelled exits are counted for one vCPU (the plugin's instruction "
-                           "totals and the sequence log assume one vCPU thread)")
-    outdir = Path(outdir).absolute()
-    outdir.mkdir(parents=True, exist_ok=True)
-    out_csv = outdir / "exitcount.csv"
-    qlog = outdir / "qemu.log" if trace else None
-    for p in (out_csv, qlog):
-        if p is not None and p.exists():
-            p.unlink()
-    extra = plugin_argv(plugin, out_csv, outdir / "serial.log", seq=trace)
-    if qlog is not None:
-        extra += trace_argv(qlog)
-    traced = dataclasses.replace(spec, extra_args=[*spec.extra_args, *extra])
-    result = run_vm(traced, outdir, boot_timeout_s=boot_timeout_s, job_timeout_s=job_timeout_s,
-                    log=log)
-    return TcgExitRun(result=result, outdir=outdir, csv=out_csv, log=qlog)
+    """Run *spec* (a TCG guest job) with the exitcount plugin; results in *outdir*."""
+    counter = ExitCounter(plugin, trace=trace)
+    result = run_vm(spec, outdir, boot_timeout_s=boot_timeout_s, job_timeout_s=job_timeout_s,
+                    log=log, hooks=[counter])
+    return TcgExitRun(result=result, outdir=Path(outdir).absolute(), csv=counter.csv, log=counter.log)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,23 +1,40 @@
-"""Running one guest job from the pipeline: spec from config, run, check, provenance."""
+"""VM runs as pipeline jobs: the spec from config and the rule's inputs, one run, provenance.
+
+Every VM run of a rule goes through :func:`run_job` (or, for workloads that build
+their own spec, through :func:`qemu_of` and the lifecycle in guestio.vm.machine),
+so each one runs on the QEMU build named by the rule's ``qemu`` input and every
+provenance names it.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from guestio.provenance import run_provenance
-from guestio.vm.machine import DiskSpec, NicSpec, RunResult, VMSpec, run_vm
 from guestio.util import write_json_atomic
+from guestio.vm.machine import (QEMU_BINARY, DiskSpec, Hooks, NicSpec, RunResult, VMRunError, VMSpec,
+                                run_vm)
 
-
-class GuestRunError(Exception):
-    pass
+__all__ = ["VMRunError", "accelerator_of", "guest_append", "qemu_of", "say_to", "spec_from_config",
+           "run_job", "write_provenance"]
 
 
 def accelerator_of(accelerator_json: Path) -> str:
     return json.loads(Path(accelerator_json).read_text())["accelerator"]
+
+
+def qemu_of(inputs) -> dict:
+    """{"qemu": binary, "firmware_dir": ...} for VMSpec, from the rule's ``qemu`` input (build.json)."""
+    build_json = getattr(inputs, "qemu", None)
+    if build_json is None:
+        return {"qemu": QEMU_BINARY, "firmware_dir": None}
+    from guestio.build.qemu import load_build
+
+    build = load_build(Path(build_json))
+    return {"qemu": build["binary"], "firmware_dir": build.get("firmware_dir")}
 
 
 def guest_append(vm: dict, extra: str = "") -> str:
@@ -27,38 +44,49 @@ def guest_append(vm: dict, extra: str = "") -> str:
 
 @contextlib.contextmanager
 def say_to(log_path, label: str):
-    """A progress printer: to the terminal with the run's label, and to the run's log."""
+    """A progress printer: to the terminal with the run's label, and to the run's log.
+
+    A failure inside is written to the log as well, so that the classification of a
+    failed run (status, reason, serial tail) survives in the log Snakemake keeps.
+    """
     with open(log_path, "w") as log:
         def say(msg: str) -> None:
             print(f"[{label}] {msg}", flush=True)
             print(msg, file=log, flush=True)
 
-        yield say
+        try:
+            yield say
+        except Exception as exc:
+            print(f"FAILED: {exc}", file=log, flush=True)
+            raise
 
 
-def spec_from_config(*, kernel: Path, initrd: Path, accelerator_json: Path, vm: dict, job: Path,
-                     disks: list[DiskSpec] = (), nics: list[NicSpec] = (),
-                     inputs: dict[str, Path] | None = None, append_extra: str = "") -> VMSpec:
+def spec_from_config(*, inputs, vm: dict, job: Path, memory_mib: int | None = None,
+                     disks: Iterable[DiskSpec] = (), nics: Iterable[NicSpec] = (),
+                     files: dict[str, Path] | None = None, append_extra: str = "") -> VMSpec:
+    """The VM of a rule: its kernel, image, accelerator and QEMU inputs, sized by config."""
     return VMSpec(
-        kernel=Path(kernel), initrd=Path(initrd),
+        kernel=Path(inputs.bzimage), initrd=Path(inputs.initrd),
         append=guest_append(vm, append_extra),
-        accel=accelerator_of(accelerator_json), memory_mib=vm["memory_mib"], cpus=vm["cpus"],
-        job=Path(job), inputs=dict(inputs or {}), disks=list(disks), nics=list(nics),
+        accel=accelerator_of(inputs.accelerator), memory_mib=memory_mib or vm["memory_mib"],
+        cpus=vm["cpus"], job=Path(job), inputs=dict(files or {}), disks=list(disks), nics=list(nics),
+        **qemu_of(inputs),
     )
 
 
-def run_checked(spec: VMSpec, outdir: Path, vm: dict, label: str, log: Callable[[str], None]) -> RunResult:
-    """Run the job; anything but a clean exit 0 is an error naming what happened and where to look."""
-    result = run_vm(spec, Path(outdir), boot_timeout_s=vm["boot_timeout_s"], job_timeout_s=vm["job_timeout_s"], log=log)
-    if not result.ok:
-        raise GuestRunError(f"{label}: {result.status}: {result.reason} (serial log: {Path(outdir) / 'serial.log'})")
-    return result
+def run_job(spec: VMSpec, outdir: Path, vm: dict, label: str, log: Callable[[str], None],
+            hooks: Iterable[Hooks] = ()) -> RunResult:
+    """Run the job; anything but a clean exit 0 raises VMRunError naming what happened and where."""
+    return run_vm(spec, Path(outdir), boot_timeout_s=vm["boot_timeout_s"], job_timeout_s=vm["job_timeout_s"],
+                  log=log, hooks=hooks, check=True, label=label)
 
 
 def write_provenance(path: Path, *, repo: Path, inputs, job: Path, vm: dict, run_json: Path) -> None:
-    """inputs: the rule's input with host, accelerator, build and image_manifest entries."""
+    """inputs: the rule's input with host, accelerator, build, qemu and image_manifest entries."""
+    qemu = getattr(inputs, "qemu", None)
     write_json_atomic(Path(path), run_provenance(
         repo=repo, host=Path(inputs.host), accelerator=Path(inputs.accelerator),
         kernel_build=Path(inputs.build), image_manifest=Path(inputs.image_manifest),
+        qemu_build=Path(qemu) if qemu is not None else None,
         run=run_json, job=job, vm=vm,
     ))

@@ -1,4 +1,4 @@
-"""Run one guest job under QEMU and classify how it ended.
+"""The VM lifecycle: one QEMU process from launch to reap, and how its job ended.
 
 The contract with the guest (see the guest image): its /init prints
 ``GUESTIO: init started`` on the serial console, runs the shell script it
@@ -6,11 +6,14 @@ finds in fw_cfg ``opt/guestio/job``, prints ``GUESTIO: job finished status=N``,
 writes ``tar -cf - -C /guestio/out .`` into the virtio-serial port
 ``org.guestio.results`` and powers off.
 
-:func:`run_vm` starts QEMU paused (``-S``) with QMP on a private unix socket,
+:class:`Machine` starts QEMU paused (``-S``) with QMP on a private unix socket,
 sends ``cont``, follows the serial log, and ends in one of the statuses of
 :data:`STATUSES`.  Whatever happens, QEMU (and its process group) is stopped
-and reaped before :func:`run_vm` returns or raises: QMP ``quit``, then SIGTERM,
-then SIGKILL.  SIGTERM/SIGINT/SIGHUP received meanwhile are held back until
+and reaped, and scratch disk copies are deleted, before the run returns or
+raises: QMP ``quit``, then SIGTERM, then SIGKILL.  :class:`Hooks` let a caller
+act around the run: add QEMU arguments, start host-side work once QEMU runs
+(its pid and QMP connection), follow the guest's job start, named phases and
+job end, and tidy up after shutdown.  :func:`run_vm` is the one-call form.  SIGTERM/SIGINT/SIGHUP received meanwhile are held back until
 QEMU is gone and are then re-delivered with the handler that was installed
 before, so the caller dies (or raises ``KeyboardInterrupt``) as it would have.
 
@@ -24,6 +27,7 @@ import asyncio
 import contextlib
 import ctypes
 import dataclasses
+import inspect
 import json
 import logging
 import os
@@ -37,7 +41,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterable, Literal
 
 from qemu.qmp import EventListener, QMPClient, Runstate
 
@@ -47,6 +51,9 @@ __all__ = [
     "VMSpec",
     "RunResult",
     "VMSpecError",
+    "VMRunError",
+    "Hooks",
+    "Machine",
     "STATUSES",
     "build_qemu_argv",
     "run_vm",
@@ -73,7 +80,10 @@ RAISED_STATUSES = ("interrupted", "runner-error")
 
 INIT_MARKER = "GUESTIO: init started"
 GUEST_ERROR_MARKER = "GUESTIO: error:"  # the guest init reports setup failures like this
+JOB_STARTED_MARKER = "GUESTIO: job started"
 JOB_FINISHED_RE = re.compile(r"GUESTIO: job finished status=(-?\d+)")
+# A job names a window of itself: echo "GUESTIO: phase NAME" >/dev/kmsg (the plugin's phases too).
+PHASE_RE = re.compile(r"GUESTIO: phase ([A-Za-z0-9_.:-]{1,63})\s*$")
 # Kernel messages start with "[    1.234567] " (and "[    T1] " with PRINTK_CALLER).
 PANIC_RE = re.compile(r"^(?:\[[^\]]*\]\s*)*(?:Kernel panic - not syncing|Oops:|BUG:)")
 
@@ -102,12 +112,62 @@ class VMSpecError(ValueError):
     """The VM specification is invalid (bad value, unknown model, ...)."""
 
 
+class VMRunError(RuntimeError):
+    """A VM run did not end "ok": the one error for every way a guest job can fail.
+
+    The message names the run, its status and reason, the last serial lines and
+    where the run's files are; ``result`` and ``outdir`` carry the same.
+    """
+
+    def __init__(self, label: str, result: "RunResult", outdir: Path, detail: str = ""):
+        self.label, self.result, self.outdir = label, result, Path(outdir)
+        tail = "\n    ".join(serial_tail(self.outdir / "serial.log", 8))
+        super().__init__(f"{label}: {result.status}: {result.reason}{detail}\n"
+                         f"  run files: {self.outdir} (serial.log, qemu-stderr.log, run.json)\n"
+                         f"  last serial lines:\n    {tail}")
+
+
+class Hooks:
+    """What a caller does around one run.  Override what you need.
+
+    Called in this order: :meth:`qemu_args` (before launch), :meth:`after_launch`
+    (QEMU runs, paused; ``machine.pid`` and ``machine.qmp`` are set),
+    :meth:`job_started`, :meth:`phase` (each "GUESTIO: phase NAME"),
+    :meth:`job_finished`, and :meth:`after_shutdown` (QEMU reaped).  Every hook
+    whose after_launch ran gets after_shutdown, however the run ended, also on
+    a signal.  Guest events are seen on the serial log, so they reach a hook
+    within about ``POLL_S`` of the guest printing them.  A method may return an
+    awaitable (for example to use ``machine.qmp``); it is awaited.  An exception
+    in a hook ends the run as "runner-error" and is raised after cleanup.
+    """
+
+    def qemu_args(self, machine: "Machine") -> list[str]:
+        return []
+
+    def after_launch(self, machine: "Machine") -> Any:
+        pass
+
+    def job_started(self, machine: "Machine") -> Any:
+        pass
+
+    def phase(self, machine: "Machine", name: str) -> Any:
+        pass
+
+    def job_finished(self, machine: "Machine", status: int) -> Any:
+        pass
+
+    def after_shutdown(self, machine: "Machine", result: "RunResult") -> None:
+        pass
+
+
 @dataclass
 class DiskSpec:
     path: Path
     interface: Literal["ide", "virtio"] = "virtio"
     cache: str = "none"  # none | writeback | writethrough | directsync | unsafe
     format: str = "raw"
+    # A pristine image: the run gets a fresh sparse copy of it at *path*, deleted when it ends.
+    copy_of: Path | None = None
 
 
 @dataclass
@@ -131,6 +191,8 @@ class VMSpec:
     disks: list[DiskSpec] = field(default_factory=list)
     nics: list[NicSpec] = field(default_factory=list)
     extra_args: list[str] = field(default_factory=list)
+    qemu: str = QEMU_BINARY            # the QEMU binary (a built one: guestio.build.qemu)
+    firmware_dir: str | None = None    # -L: where that QEMU finds SeaBIOS and option ROMs
 
     def validate(self) -> None:
         """Raise VMSpecError for bad values, FileNotFoundError for missing files."""
@@ -162,7 +224,7 @@ class VMSpec:
         if self.job is not None:
             files.append(("job script", self.job))
         files += [(f"input {name!r}", p) for name, p in self.inputs.items()]
-        files += [("disk image", d.path) for d in self.disks]
+        files += [("disk image", d.copy_of or d.path) for d in self.disks]
         for what, path in files:
             if not Path(path).is_file():
                 raise FileNotFoundError(2, f"VM {what} not found (or not a regular file)",
@@ -218,8 +280,7 @@ def build_qemu_argv(spec: VMSpec, serial_log: Path, qmp_socket: Path,
     machine = f"{spec.machine},accel={spec.accel}"
     if spec.machine_opts:
         machine += f",{spec.machine_opts}"
-    argv = [
-        QEMU_BINARY,
+    argv = [spec.qemu, *(["-L", spec.firmware_dir] if spec.firmware_dir else []),
         "-nodefaults", "-no-user-config", "-nographic", "-display", "none",
         "-no-reboot", "-S",
         "-machine", machine,
@@ -440,31 +501,164 @@ _OUTPUT_FILES = ("qemu-cmdline.json", "qemu-stderr.log", "serial.log",
                  "qmp-events.jsonl", "run.json")
 
 
-class _VMRun:
-    def __init__(self, spec: VMSpec, outdir: Path, boot_timeout_s: float,
-                 job_timeout_s: float, say: Callable[[str], None], guard: _SignalGuard):
+class Machine:
+    """One QEMU process from launch to reap, running one guest job.
+
+    ::
+
+        with Machine(spec, outdir, boot_timeout_s=120, job_timeout_s=900, hooks=[tracer]) as vm:
+            result = vm.run()          # a RunResult for every way the run can end
+        # or: vm.run(check=True) raises VMRunError unless the result is "ok"
+
+    Writes to *outdir*: qemu-cmdline.json, qemu-stderr.log, serial.log,
+    qmp-events.jsonl, results/ (what the guest sent back) and, last, run.json
+    ({"result": RunResult, "spec": VMSpec}).  Disks with ``copy_of`` get a fresh
+    sparse copy at their path that is deleted when the run ends, however it ends.
+    SIGTERM/SIGINT/SIGHUP during the run stop QEMU, run.json gets status
+    "interrupted", and the signal is re-delivered to the handler installed
+    before (normally ending the process or raising KeyboardInterrupt) when the
+    ``with`` block is left.  Must not be used from a running asyncio event loop.
+    """
+
+    def __init__(self, spec: VMSpec, outdir: Path | str, *, boot_timeout_s: float,
+                 job_timeout_s: float, log: Callable[[str], None] | None = None,
+                 hooks: Iterable[Hooks] = (), label: str | None = None):
         self.spec = spec
-        self.outdir = outdir
+        self.outdir = Path(outdir).absolute()
         self.boot_timeout_s = boot_timeout_s
         self.job_timeout_s = job_timeout_s
-        self.say = say
-        self.guard = guard
-        self._events_f = open(outdir / "qmp-events.jsonl", "w")
-        self._stderr_f = open(outdir / "qemu-stderr.log", "wb")
-        self.tmpdir = _private_tmpdir()
-        self.qmp_socket = self.tmpdir / "qmp.sock"
-        self.results_tar = self.tmpdir / "results.tar"
-        self.serial_log = outdir / "serial.log"
-        self.stderr_log = outdir / "qemu-stderr.log"
-        self.argv = build_qemu_argv(spec, self.serial_log, self.qmp_socket, self.results_tar)
+        self.say = log if log is not None else logger.info
+        self.hooks = list(hooks)
+        self.label = label or self.outdir.name
+        self.serial_log = self.outdir / "serial.log"
+        self.stderr_log = self.outdir / "qemu-stderr.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.qmp: QMPClient | None = None
+        self.result: RunResult | None = None
         self.t_start: float | None = None
         self.t_cont: float | None = None
         self.t_init: float | None = None
+        self.t_job_start: float | None = None
         self.t_job: float | None = None
         self.serial_status: int | None = None
         self.shutdown_reason: str | None = None
         self.guest_error: str | None = None
+        self._launched_hooks: list[Hooks] = []
+        self._copies: list[Path] = []
+        self._entered = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    # -- context: everything that must be undone -----------------------------
+
+    def __enter__(self) -> Machine:
+        self.spec.validate()
+        self.outdir.mkdir(parents=True, exist_ok=True)
+        _clear_outputs(self.outdir)
+        self.guard = _SignalGuard().__enter__()
+        self._entered = True
+        try:
+            self._events_f = open(self.outdir / "qmp-events.jsonl", "w")
+            self._stderr_f = open(self.stderr_log, "wb")
+            self.tmpdir = _private_tmpdir()
+            self.qmp_socket = self.tmpdir / "qmp.sock"
+            self.results_tar = self.tmpdir / "results.tar"
+            for disk in self.spec.disks:
+                if disk.copy_of is not None:
+                    self._copies.append(Path(disk.path))
+                    _copy_sparse(Path(disk.copy_of), Path(disk.path))
+            self.argv = build_qemu_argv(self.spec, self.serial_log, self.qmp_socket,
+                                        self.results_tar)
+            for hook in self.hooks:
+                self.argv += list(hook.qemu_args(self))
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if not self._entered:
+            return
+        self._entered = False
+        try:
+            self.stop_process()
+        finally:
+            self.close()
+            for copy in self._copies:
+                with contextlib.suppress(FileNotFoundError):
+                    copy.unlink()
+            self.guard.restore()
+        if self.guard.signum is not None and exc[0] is None:
+            self.guard.redeliver()
+            # Still here: the old handler neither exited nor raised.
+            raise KeyboardInterrupt(f"{signal.Signals(self.guard.signum).name} during a VM run")
+
+    def run(self, check: bool = False) -> RunResult:
+        """Boot, run the job, collect results, stop QEMU; the RunResult (run.json too)."""
+        if not self._entered:
+            raise RuntimeError("Machine.run() outside its 'with' block")
+        spec, say = self.spec, self.say
+        say(f"booting {self.label} under {spec.accel} ({spec.memory_mib} MiB, "
+            f"{spec.cpus} vCPU, kernel {Path(spec.kernel).name}, {spec.qemu})...")
+        _write_json(self.outdir / "qemu-cmdline.json", self.argv)
+        result: RunResult | None = None
+        extra_status: tuple[str, str] | None = None
+        try:
+            try:
+                result = asyncio.run(self._main())
+            finally:
+                self.stop_process()
+        except _Interrupted as exc:
+            name = signal.Signals(exc.signum).name
+            say(f"{name} received: QEMU stopped, run abandoned")
+            extra_status = ("interrupted", f"{name} received")
+        except BaseException as exc:
+            extra_status = ("runner-error", f"{type(exc).__name__}: {exc}")
+            raise
+        finally:
+            if self.guard.signum is not None and extra_status is None:
+                # Signal arrived after the run had ended, during cleanup.
+                extra_status = ("interrupted", f"{signal.Signals(self.guard.signum).name} received")
+                result = None
+            if result is None:
+                result = self._result(*(extra_status or ("runner-error", "no result")))
+            result.qemu_returncode = self.proc.returncode if self.proc is not None else None
+            if self.t_start is not None:
+                result.wall_s = round(time.monotonic() - self.t_start, 3)
+            self.serial_log.touch()
+            self.result = result
+            _write_json(self.outdir / "run.json", {"result": result.to_json(),
+                                                   "spec": spec.to_json()})
+            self._after_shutdown(result)
+        if self.guard.signum is not None:
+            return result  # __exit__ re-delivers the signal
+        if result.status == "ok":
+            say(f"run ok: boot {result.boot_s:.1f} s, job {result.job_s:.1f} s, "
+                f"wall {result.wall_s:.1f} s")
+        else:
+            say(f"run ended with status {result.status}: {result.reason}")
+            if check:
+                raise VMRunError(self.label, result, self.outdir)
+        return result
+
+    def _after_shutdown(self, result: RunResult) -> None:
+        errors = []
+        for hook in reversed(self._launched_hooks):
+            try:
+                hook.after_shutdown(self, result)
+            except Exception as exc:  # every hook gets its turn to tidy up
+                errors.append(exc)
+        self._launched_hooks.clear()
+        if errors:
+            raise errors[0]
+
+    async def _call_hooks(self, method: str, *args: Any) -> None:
+        for hook in list(self._launched_hooks):
+            value = getattr(hook, method)(self, *args)
+            if inspect.isawaitable(value):
+                await value
 
     # -- small helpers ------------------------------------------------------
 
@@ -500,8 +694,8 @@ class _VMRun:
 
     # -- async part: QMP, supervision ----------------------------------------
 
-    async def main(self) -> RunResult:
-        qmp = QMPClient(self.outdir.name or "guestio")
+    async def _main(self) -> RunResult:
+        qmp = self.qmp = QMPClient(self.outdir.name or "guestio")
         listener = EventListener()
         qmp.register_listener(listener)
         await qmp.start_server(str(self.qmp_socket))
@@ -514,6 +708,11 @@ class _VMRun:
             failure = await self._accept(qmp)
             if failure is not None:
                 return failure
+            for hook in self.hooks:
+                self._launched_hooks.append(hook)
+                value = hook.after_launch(self)
+                if inspect.isawaitable(value):
+                    await value
             try:
                 await asyncio.wait_for(qmp.execute("cont"), QMP_COMMAND_TIMEOUT_S)
             except Exception as exc:  # QEMU died or hung
@@ -598,11 +797,18 @@ class _VMRun:
                     if self.t_init is None and INIT_MARKER in line:
                         self.t_init = now
                         self.say(f"init reached after {now - self.t_cont:.1f} s")
+                    elif self.t_job_start is None and JOB_STARTED_MARKER in line:
+                        self.t_job_start = now
+                        await self._call_hooks("job_started")
+                    elif self.t_job is None and (m := PHASE_RE.search(line)):
+                        self.say(f"job phase {m.group(1)}")
+                        await self._call_hooks("phase", m.group(1))
                     elif self.t_job is None and (m := JOB_FINISHED_RE.search(line)):
                         self.t_job = now
                         self.serial_status = int(m.group(1))
                         since = now - (self.t_init or self.t_cont)
                         self.say(f"job finished status {self.serial_status} after {since:.1f} s")
+                        await self._call_hooks("job_finished", self.serial_status)
                 if rc is not None:
                     for ev in listener.clear():
                         self._record_event(ev)
@@ -722,10 +928,11 @@ class _VMRun:
         proc.wait()
 
     def close(self) -> None:
-        for f in (self._events_f, self._stderr_f):
-            with contextlib.suppress(OSError):
-                f.close()
-        shutil.rmtree(self.tmpdir, ignore_errors=True)
+        for name in ("_events_f", "_stderr_f"):
+            with contextlib.suppress(OSError, AttributeError):
+                getattr(self, name).close()
+        if hasattr(self, "tmpdir"):
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
 def _killpg(pgid: int, sig: int) -> None:
@@ -756,68 +963,32 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def run_vm(spec: VMSpec, outdir: Path | str, boot_timeout_s: float, job_timeout_s: float,
-           log: Callable[[str], None] | None = None) -> RunResult:
-    """Boot *spec* under QEMU, run its job, collect results into *outdir*.
+           log: Callable[[str], None] | None = None, hooks: Iterable[Hooks] = (),
+           check: bool = False, label: str | None = None) -> RunResult:
+    """Boot *spec*, run its job, collect results into *outdir*: :class:`Machine` in one call.
 
-    Writes to *outdir*: qemu-cmdline.json, qemu-stderr.log, serial.log,
-    qmp-events.jsonl, results/ (what the guest sent back) and, last,
-    run.json ({"result": RunResult, "spec": VMSpec}).
-
-    Returns a RunResult for every way the guest or QEMU can end.  Raises
-    FileNotFoundError/VMSpecError for a bad spec (before anything starts).
-    If SIGTERM/SIGINT/SIGHUP arrives, QEMU is stopped, run.json gets status
-    "interrupted", and the signal is re-delivered to the old handler (which
-    normally terminates the process or raises KeyboardInterrupt).  Must not be
-    called from a running asyncio event loop.
+    Raises FileNotFoundError/VMSpecError for a bad spec (before anything
+    starts), VMRunError with *check* when the run does not end "ok".
     """
-    spec.validate()
-    outdir = Path(outdir).absolute()
-    outdir.mkdir(parents=True, exist_ok=True)
-    _clear_outputs(outdir)
-    say = log if log is not None else logger.info
-    say(f"booting {outdir.name} under {spec.accel} ({spec.memory_mib} MiB, "
-        f"{spec.cpus} vCPU, kernel {Path(spec.kernel).name})...")
+    with Machine(spec, outdir, boot_timeout_s=boot_timeout_s, job_timeout_s=job_timeout_s,
+                 log=log, hooks=hooks, label=label) as machine:
+        return machine.run(check=check)
 
-    result: RunResult | None = None
-    extra_status: tuple[str, str] | None = None
-    with _SignalGuard() as guard:
-        run = _VMRun(spec, outdir, boot_timeout_s, job_timeout_s, say, guard)
-        _write_json(outdir / "qemu-cmdline.json", run.argv)
-        try:
-            try:
-                result = asyncio.run(run.main())
-            finally:
-                run.stop_process()
-        except _Interrupted as exc:
-            name = signal.Signals(exc.signum).name
-            say(f"{name} received: QEMU stopped, run abandoned")
-            extra_status = ("interrupted", f"{name} received")
-        except BaseException as exc:
-            extra_status = ("runner-error", f"{type(exc).__name__}: {exc}")
-            raise
-        finally:
-            run.close()
-            if guard.signum is not None and extra_status is None:
-                # Signal arrived after the run had ended, during cleanup.
-                extra_status = ("interrupted", f"{signal.Signals(guard.signum).name} received")
-                result = None
-            if result is None:
-                result = run._result(*(extra_status or ("runner-error", "no result")))
-            proc = run.proc
-            result.qemu_returncode = proc.returncode if proc is not None else None
-            if run.t_start is not None:
-                result.wall_s = round(time.monotonic() - run.t_start, 3)
-            run.serial_log.touch()
-            _write_json(outdir / "run.json", {"result": result.to_json(),
-                                              "spec": spec.to_json()})
-        if guard.signum is not None:
-            guard.redeliver()
-            # Still here: the old handler neither exited nor raised.
-            raise KeyboardInterrupt(f"{signal.Signals(guard.signum).name} during run_vm")
 
-    if result.status == "ok":
-        say(f"run ok: boot {result.boot_s:.1f} s, job {result.job_s:.1f} s, "
-            f"wall {result.wall_s:.1f} s")
-    else:
-        say(f"run ended with status {result.status}: {result.reason}")
-    return result
+def serial_tail(path: Path, lines: int = 8) -> list[str]:
+    """The last non-empty serial lines, without terminal escapes."""
+    out = [_ANSI_RE.sub("", ln).strip() for ln in _tail(path, 8000).splitlines()]
+    return [ln for ln in out if ln][-lines:] or ["(none)"]
+
+
+def _copy_sparse(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".partial")
+    try:
+        subprocess.run(["cp", "--sparse=always", "--", os.fspath(src), os.fspath(tmp)],
+                       check=True, capture_output=True, text=True)
+        os.replace(tmp, dest)
+    except subprocess.CalledProcessError as exc:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise OSError(f"cannot copy disk image {src} to {dest}: {exc.stderr.strip()}") from None

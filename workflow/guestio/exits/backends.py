@@ -1,0 +1,80 @@
+"""Exit sites of one guest workload run, from the backend its accelerator calls for.
+
+* KVM: the kvm tracepoints of the measured window (:class:`guestio.exits.kvm.KvmExitTracer`
+  on the run), symbolised against the variant's System.map, with handling times and the
+  count of lost events.
+* TCG: the exitcount plugin (:class:`guestio.exits.tcg.ExitCounter`), whose per-port and
+  per-MMIO counts must equal QEMU's own trace of the same run.
+
+Both give the schema of :mod:`guestio.exits.schema` and a summary dict; both record the
+backend so that every table says whether its exits were measured or modelled.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from guestio.exits import kvm, tcg
+from guestio.exits import schema
+from guestio.exits.symbols import SymbolTable
+
+__all__ = ["ExitBackendError", "backend_for", "kvm_sites", "tcg_sites"]
+
+
+class ExitBackendError(RuntimeError):
+    pass
+
+
+def backend_for(accelerator: str) -> str:
+    """The exit backend of an accelerator decision: 'kvm' (tracepoints) or 'tcg' (plugin)."""
+    if accelerator not in ("kvm", "tcg"):
+        raise ExitBackendError(f"no exit backend for accelerator {accelerator!r}")
+    return accelerator
+
+
+def kvm_sites(trace_dir: Path, guest_results: Path | None, system_map: Path, *, workload: str,
+              variant: str) -> tuple[pd.DataFrame, dict]:
+    """Exit sites from a saved KVM trace window (``KvmExitTracer``'s kvm-trace directory)."""
+    trace_dir = Path(trace_dir)
+    if not (trace_dir / "trace").is_file():
+        raise ExitBackendError(f"{trace_dir}: no recorded KVM trace (was the job's window reached?)")
+    table, trace_summary = kvm.parse_trace_dir(trace_dir, workload=workload, variant=variant,
+                                               phase="boot", symbols=SymbolTable.from_system_map(system_map))
+    summary = _summary(table, guest_results)
+    summary["backend"] = "kvm"
+    summary["trace"] = trace_summary
+    summary["events_lost_lower_bound"] = trace_summary["events_lost_lower_bound"]
+    meta = trace_dir / "meta.json"
+    if meta.is_file():
+        summary["recorder"] = json.loads(meta.read_text())
+    return table, summary
+
+
+def tcg_sites(counter: tcg.ExitCounter, guest_results: Path, system_map: Path, *, workload: str,
+              variant: str, say: Callable[[str], None]) -> tuple[pd.DataFrame, dict]:
+    """Exit sites from the exitcount plugin of a finished run, checked against QEMU's trace."""
+    rows = tcg.read_plugin_csv(counter.csv)
+    sequence = tcg.parse_sequence(counter.log)
+    check = tcg.cross_check(rows, sequence)
+    crosscheck = counter.csv.parent / "crosscheck.txt"
+    crosscheck.write_text(check.summary() + "\n")
+    say(check.summary().splitlines()[0])
+    if not check.ok:
+        raise ExitBackendError(f"exits {variant}: the plugin disagrees with QEMU's trace events: {crosscheck}")
+    counter.log.unlink()  # hundreds of MB; what it proved is in crosscheck.txt
+    table = tcg.to_exits_frame(rows, system_map, workload=workload, variant=variant,
+                               pio_ports=sequence.pio_by_site)
+    summary = _summary(table, guest_results, instructions=tcg.phase_instructions(rows))
+    summary["backend"] = "tcg-plugin"
+    summary["cross_check"] = {"ok": check.ok, "port_accesses": sum(check.pio_qemu.values()),
+                              "ports": len(check.pio_qemu), "mmio_accesses": sum(check.mmio_qemu.values())}
+    return table, summary
+
+
+def _summary(table: pd.DataFrame, guest_results: Path | None, instructions: dict | None = None) -> dict:
+    return schema.run_summary(table, Path(guest_results) if guest_results is not None else None,
+                              instructions=instructions)

@@ -1,0 +1,48 @@
+"""Exit sites of bonnie++ in the guest, from the backend the accelerator decision picks.
+
+KVM: the kvm tracepoints of the job's window (or a KVM run recorded elsewhere, config
+exits.kvm_recorded); TCG: the exitcount plugin, checked against QEMU's own trace.
+"""
+
+from pathlib import Path
+
+from guestio.exits import schema as exits
+from guestio.exits.backends import backend_for, kvm_sites, tcg_sites
+from guestio.exits.kvm import KvmExitTracer
+from guestio.exits.tcg import ExitCounter
+from guestio.util import write_json_atomic
+from guestio.vm.jobs import accelerator_of, guest_append, qemu_of, say_to, write_provenance
+from guestio.workloads import bonnie
+
+inp, out, w = snakemake.input, snakemake.output, snakemake.wildcards
+vm, cfg, recorded = dict(snakemake.params.vm), snakemake.params.exits, snakemake.params.recorded
+outdir = Path(out.exits).parent
+backend = backend_for(accelerator_of(inp.accelerator))
+label = f"exits {w.variant} ({backend})"
+with say_to(snakemake.log[0], label) as say:
+    if recorded:
+        say(f"reading the KVM run recorded in {recorded} (no boot here)")
+        run_dir = Path(recorded)
+    else:
+        hook = KvmExitTracer(root=cfg["tracefs"]) if backend == "kvm" else ExitCounter(inp.plugin, trace=True)
+        bonnie.run_vm_bonnie(
+            kernel=inp.bzimage, initrd=inp.initrd, append=guest_append(vm), accel=backend,
+            memory_mib=cfg["ram_mib"], data_disk=inp.data_disk, interface=cfg["interface"], cache=vm["disk_cache"],
+            size_mib=cfg["size_mib"], ram_mib=cfg["ram_mib"], outdir=outdir, boot_timeout_s=vm["boot_timeout_s"],
+            job_timeout_s=vm["job_timeout_s"], log=say, hooks=[hook], run_label=label, **qemu_of(inp),
+        )
+        run_dir = outdir
+    if backend == "kvm":
+        table, summary = kvm_sites(run_dir / "kvm-trace", run_dir / "results", inp.system_map,
+                                   workload="bonnie++", variant=w.variant)
+        say(f"{int(table['count'].sum())} exits in the window, at least {summary['events_lost_lower_bound']} "
+            "events lost")
+    else:
+        table, summary = tcg_sites(hook, outdir / "results", inp.system_map, workload="bonnie++",
+                                   variant=w.variant, say=say)
+    exits.write_csv(table, Path(out.exits))
+    write_json_atomic(Path(out.summary), summary)
+    if summary["exits_per_mib_written"] is not None:
+        say(f"{summary['exits_per_mib_written']:.1f} exits per MiB written")
+write_provenance(Path(out.provenance), repo=Path(snakemake.scriptdir).parents[1], inputs=inp,
+                 job=Path(inp.job), vm=vm, run_json=run_dir / "run.json")
