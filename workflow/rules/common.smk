@@ -98,4 +98,23 @@ PLUGIN = f"{BUILD}/plugin/libexitcount.so"
 
 
 def exit_runs(name):
-    return expand(f"{RESULTS}/exits/tcg/bonnie/{{variant}}/{name}", variant=config["exits"]["variants"])
+    return expand(f"{RESULTS}/exits/bonnie/{{variant}}/{name}", variant=config["exits"]["variants"])
+
+
+def exits_recorded(variant):
+    """A KVM run of this variant recorded elsewhere (config exits.kvm_recorded), or None."""
+    recorded = config["exits"]["kvm_recorded"]
+    return str(Path(recorded) / variant) if recorded else None
+
+
+def exit_run_inputs(wildcards):
+    """What booting the exit run needs; a recorded KVM run needs none of it."""
+    if exits_recorded(wildcards.variant):
+        return {}
+    return {"initrd": IMAGE, "data_disk": DATA_DISK, "plugin": PLUGIN}
+
+
+def exits_accelerator(wildcards):
+    """The accelerator decision an exit table follows: this host's, or the recording's."""
+    recorded = exits_recorded(wildcards.variant)
+    return f"{recorded}/accelerator.json" if recorded else ACCELERATOR
