@@ -154,9 +154,14 @@ def run_provenance(*, repo: Path, host: Path, accelerator: Path, kernel_build: P
         "job": {"file": str(job), "sha256": sha256_file(job)},
         "vm_config": vm,
         "guestio": checkout(repo),
-        **{k: v for k, v in _load(host).items() if k != "qemu"},
-        "host_qemu": _load(host).get("qemu"),
+        **_host_part(host),
     }
+
+
+def _host_part(host: Path) -> dict:
+    """The host snapshot, its QEMU (the distribution's binary) renamed so it is not taken for the run's."""
+    snapshot = _load(host)
+    return {**{k: v for k, v in snapshot.items() if k != "qemu"}, "host_qemu": snapshot.get("qemu")}
 
 
 def host_identity() -> list:
@@ -171,7 +176,8 @@ def image_summary(image_manifest: Path) -> dict:
 
 
 def experiment_provenance(*, experiment: str, repo: Path, host: Path, accelerator: Path, kernel_builds: dict[str, Path],
-                          image_manifest: Path, runs: list[Path], config: dict) -> dict:
+                          image_manifest: Path, runs: list[Path], config: dict,
+                          qemu_build: Path | None = None) -> dict:
     """Provenance of a whole table: what every run in it shared, and a hash of each run's rows."""
     from guestio.util import sha256_file
 
@@ -179,11 +185,13 @@ def experiment_provenance(*, experiment: str, repo: Path, host: Path, accelerato
         "experiment": experiment,
         "accelerator": _load(accelerator),
         "kernels": {variant: _load(path) for variant, path in kernel_builds.items()},
+        # Both sides of every comparison ran on this one QEMU build.
+        "qemu": qemu_provenance(qemu_build),
         "image": image_summary(image_manifest),
         "config": config,
         "runs": {str(path): sha256_file(path) for path in runs},
         "guestio": checkout(repo),
-        **_load(host),
+        **_host_part(host),
     }
 
 

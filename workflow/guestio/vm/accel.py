@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Literal
 
-from guestio.vm.machine import VMSpec, last_serial_line, run_vm
+from guestio.vm.machine import QEMU_BINARY, VMSpec, last_serial_line, run_vm
 
 __all__ = ["AcceleratorError", "probe_accelerator", "KVM_DEVICE",
            "DEFAULT_PROBE_TIMEOUT_S", "DEFAULT_PROBE_APPEND"]
@@ -38,6 +38,8 @@ def probe_accelerator(
     memory_mib: int = 256,
     workdir: Path | str | None = None,
     log: Callable[[str], None] | None = None,
+    qemu: str = QEMU_BINARY,
+    firmware_dir: str | None = None,
 ) -> tuple[str, str]:
     """Return (accel, reason) with accel "kvm" or "tcg".
 
@@ -70,7 +72,7 @@ def probe_accelerator(
         job.write_text("echo probe\n")
         probe_out = Path(workdir) if workdir is not None else tmp / "kvm-probe"
         spec = VMSpec(kernel=Path(kernel), initrd=Path(initrd), append=append, accel="kvm",
-                      memory_mib=memory_mib, job=job)
+                      memory_mib=memory_mib, job=job, qemu=qemu, firmware_dir=firmware_dir)
         result = run_vm(spec, probe_out, boot_timeout_s=timeout_s,
                         job_timeout_s=max(timeout_s, 10.0), log=say)
         last = last_serial_line(probe_out / "serial.log")
