@@ -251,6 +251,14 @@ needs_bonnie = pytest.mark.skipif(shutil.which("bonnie++") is None,
                                   reason="bonnie++ not installed on the host (envs/setup.sh)")
 
 
+def only_run_dir(out: Path, workdir: Path) -> Path:
+    """The run directory named in bonnie-cmdline.txt: a guestio-run-* directly under workdir."""
+    argv = shlex.split((out / "bonnie-cmdline.txt").read_text())
+    run_dir = Path(argv[argv.index("-d") + 1])
+    assert run_dir.parent == workdir and run_dir.name.startswith(bonnie.RUN_DIR_PREFIX), run_dir
+    return run_dir
+
+
 @needs_bonnie
 def test_run_native_real(tmp_path):
     workdir, out = tmp_path / "work", tmp_path / "out"
@@ -261,17 +269,79 @@ def test_run_native_real(tmp_path):
     assert set(got) == {"block_write_latency", "rewrite_latency", "block_read_latency",
                         "random_seeks_latency"}
     assert all(unit == "us" and value > 0 for value, unit in got.values())
-    assert sorted(os.listdir(workdir)) == ["keep.txt"]  # bonnie's file removed, ours kept
+    assert sorted(os.listdir(workdir)) == ["keep.txt"]  # the run's directory removed, ours kept
     record = parse_csv_file(out / "bonnie.csv", required=())
     assert (record.name, record.file_size_mib) == ("native", 64)
     assert "Version 2.00a" in (out / "bonnie.log").read_text()
+    run_dir = only_run_dir(out, workdir)
     assert (out / "bonnie-cmdline.txt").read_text() == shlex.join(
-        ["bonnie++", *bonnie_args(workdir, 64, 32, "native")]) + "\n"
+        ["bonnie++", *bonnie_args(run_dir, 64, 32, "native")]) + "\n"
     # With the default required metrics the +++++ is an error naming the file.
     with pytest.raises(BonnieParseError, match=re.escape(f"{out / 'bonnie.csv'}: line 1: "
                                                          "block_write_throughput")):
         run_native(workdir, 64, 32, out)
     assert sorted(os.listdir(workdir)) == ["keep.txt"]
+
+
+def test_run_native_removes_only_what_it_created(tmp_path, monkeypatch):
+    """User files in native_dir survive, even ones that appear during the run or look like bonnie's."""
+    workdir = tmp_path / "native"
+    workdir.mkdir()
+    (workdir / "Bonnie.1234").write_text("a user's file with bonnie's name\n")
+    (workdir / "notes").mkdir()
+    (workdir / "notes" / "a.txt").write_text("user data\n")
+    (workdir / f"{bonnie.RUN_DIR_PREFIX}mine").mkdir()  # looks like a run directory, has no owner file
+    fake = tmp_path / "fake-bonnie"
+    # Like bonnie++: its file in -d; meanwhile a user drops a file next to the run directory.
+    fake.write_text(f'#!/bin/sh\n: > "$2/Bonnie.4242"\necho during > "$2/../during-the-run"\n'
+                    f'cat {DATA / "guest-ide-256M.csv"}\n')
+    fake.chmod(0o755)
+    monkeypatch.setattr(bonnie, "BONNIE", str(fake))
+    before = sorted(os.listdir(workdir))
+    run_native(workdir, 256, 128, tmp_path / "out")
+    assert sorted(os.listdir(workdir)) == sorted(before + ["during-the-run"])
+    assert (workdir / "notes" / "a.txt").read_text() == "user data\n"
+    assert (workdir / "Bonnie.1234").read_text() == "a user's file with bonnie's name\n"
+    # A failing run too.
+    monkeypatch.setattr(bonnie, "BONNIE", "false")
+    with pytest.raises(BonnieRunError):
+        run_native(workdir, 256, 128, tmp_path / "out")
+    assert sorted(os.listdir(workdir)) == sorted(before + ["during-the-run"])
+
+
+def test_abandoned_run_directory_is_removed_live_one_kept(tmp_path):
+    """A run killed outright leaves its directory; the next run removes it, never a live run's."""
+    import subprocess
+    import sys
+    import time
+    workdir = tmp_path / "native"
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import sys, time
+from guestio.workloads.bonnie import native_run_dir
+with native_run_dir({str(workdir)!r}) as d:
+    (d / "Bonnie.99").write_bytes(b"x" * 4096)
+    print(d, flush=True)
+    time.sleep(60)
+"""], stdout=subprocess.PIPE, text=True)
+    live = Path(holder.stdout.readline().strip())
+    killed = subprocess.run([sys.executable, "-c", f"""
+import os, signal
+from guestio.workloads.bonnie import native_run_dir
+with native_run_dir({str(workdir)!r}) as d:
+    (d / "Bonnie.98").write_bytes(b"x" * 4096)
+    print(d, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""], stdout=subprocess.PIPE, text=True)
+    abandoned = Path(killed.stdout.strip())
+    assert killed.returncode == -9 and abandoned.is_dir()
+    try:
+        with bonnie.native_run_dir(workdir) as mine:
+            assert mine.is_dir() and live.is_dir()
+            assert not abandoned.exists()
+        assert not mine.exists() and live.is_dir()
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_run_native_failure_and_missing_program(tmp_path, monkeypatch):

@@ -2,10 +2,16 @@
 
 from pathlib import Path
 
-from guestio.workloads import bonnie
-from guestio.vm.jobs import say_to
-from guestio.analysis.measurements import frame, write_csv
-from guestio.provenance import host_clocksource
+from guestio import lifetime
+
+# Before anything else: an interrupted or orphaned job stops bonnie++ and removes
+# its run directory and memory cgroup (guestio.lifetime).
+lifetime.die_with_snakemake()
+
+from guestio.workloads import bonnie  # noqa: E402
+from guestio.vm.jobs import say_to  # noqa: E402
+from guestio.analysis.measurements import frame, write_csv  # noqa: E402
+from guestio.provenance import host_clocksource  # noqa: E402
 
 disk, rep = snakemake.params.disk, int(snakemake.wildcards.rep)
 outdir = Path(snakemake.output.csv).parent

@@ -66,16 +66,19 @@ caught by the field count, the missing newline or an unparsable last field.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import getpass
 import os
 import re
 import shlex
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 
+from guestio import lifetime
 from guestio.workloads.memlimit import memory_limited
 from guestio.vm.machine import DiskSpec, RunResult, VMSpec, run_vm
 
@@ -92,6 +95,7 @@ __all__ = [
     "Measurement",
     "bonnie_args",
     "guest_device",
+    "native_run_dir",
     "parse_csv",
     "parse_csv_file",
     "parse_record",
@@ -103,7 +107,7 @@ __all__ = [
 BONNIE = "bonnie++"
 CSV_FORMAT_VERSION = "1.98"
 CSV_FIELD_COUNT = 50
-JOB_SCRIPT = Path(__file__).resolve().parents[1] / "jobs" / "bonnie.sh"
+JOB_SCRIPT = Path(__file__).resolve().parents[2] / "jobs" / "bonnie.sh"
 MIN_TIME_S = 0.5  # bonnie.h MinTime: a test shorter than this prints +++++
 
 # metric -> (0-based CSV field, bonnie's name for it, kind)
@@ -331,22 +335,84 @@ def _tail(path: Path, lines: int = 15) -> str:
 # Native
 
 
+RUN_DIR_PREFIX = "guestio-run-"
+_OWNER_FILE = ".guestio-run"  # flock-held by the run that owns the directory
+
+
+def _sweep_abandoned_runs(directory: Path, say: Callable[[str], None]) -> None:
+    """Remove run directories of earlier native runs that died without tidying up.
+
+    Only directories that a run of this module created (named guestio-run-*,
+    holding its owner file) and whose owner is gone (the owner file's lock is
+    free) are removed; anything else in *directory* is left alone.
+    """
+    for path in sorted(directory.glob(f"{RUN_DIR_PREFIX}*")):
+        owner = path / _OWNER_FILE
+        if path.is_symlink() or not path.is_dir() or not owner.is_file():
+            continue
+        try:
+            fd = os.open(owner, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)  # a live run
+            continue
+        try:
+            say(f"native: removing {path}, left by a run that did not finish")
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def native_run_dir(directory: os.PathLike | str,
+                   log: Callable[[str], None] | None = None) -> Iterator[Path]:
+    """A fresh run directory under *directory* (created if needed), removed afterwards.
+
+    The run's directory, ``guestio-run-XXXXXXXX``, is the only thing the run
+    writes under *directory* and the only thing it removes; its owner file
+    stays locked while the run lives, so that a later run can tell an
+    abandoned directory (its owner killed outright) from a live one and
+    remove it.  Nothing else in *directory* is ever touched.
+    """
+    say = log or (lambda msg: None)
+    directory = Path(directory).absolute()
+    directory.mkdir(parents=True, exist_ok=True)
+    _sweep_abandoned_runs(directory, say)
+    run_dir = Path(tempfile.mkdtemp(prefix=RUN_DIR_PREFIX, dir=directory))
+    fd = os.open(run_dir / _OWNER_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield run_dir
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        os.close(fd)
+
+
 def run_native(directory: os.PathLike | str, size_mib: int, ram_mib: int,
                outdir: os.PathLike | str, label: str | None = None, *,
                timeout_s: float | None = None,
                log: Callable[[str], None] | None = None,
                required: Iterable[str] = REQUIRED_METRICS,
                memory_limit_mib: int | None = None) -> list[Measurement]:
-    """Run bonnie++ on the host in *directory*; raw output into *outdir*.
+    """Run bonnie++ on the host in a fresh run directory under *directory*; raw output into *outdir*.
 
     *directory* (created if needed) should be on the host's own file system,
-    under the project's build directory.  Whatever bonnie++ creates there is
-    removed afterwards, also after a failure or timeout.  *outdir* gets
-    bonnie.csv (stdout), bonnie.log (stderr) and bonnie-cmdline.txt.  Raises
-    BonnieRunError if bonnie++ fails or times out, BonnieParseError if its CSV
-    is unusable (*required*: see :func:`parse_record`).  As root bonnie++ runs
-    with ``-u root``; otherwise as the current user (bonnie++ cannot switch to
-    root then).
+    under the project's build directory.  bonnie++ runs in a run directory
+    of its own under it (:func:`native_run_dir`), which is removed afterwards,
+    also after a failure, a timeout or an interruption; nothing else in
+    *directory* is touched.  *outdir* gets bonnie.csv (stdout), bonnie.log
+    (stderr) and bonnie-cmdline.txt.  Raises BonnieRunError if bonnie++ fails
+    or times out, BonnieParseError if its CSV is unusable (*required*: see
+    :func:`parse_record`).  As root bonnie++ runs with ``-u root``; otherwise
+    as the current user (bonnie++ cannot switch to root then).
+
+    bonnie++ leads its own process group and dies with this process
+    (guestio.lifetime.run): an interrupted run stops bonnie++, removes its
+    file and its memory cgroup before the exception goes on.
 
     On a host with plenty of RAM the page cache makes the native block read
     too fast to measure (``+++++``) for any -s that fits in memory (seen here
@@ -355,36 +421,27 @@ def run_native(directory: os.PathLike | str, size_mib: int, ram_mib: int,
     much page cache as the guest it is compared with.
     """
     say = log or (lambda msg: None)
-    directory = Path(directory).absolute()
     outdir = Path(outdir).absolute()
-    directory.mkdir(parents=True, exist_ok=True)
+    # The options are checked before anything is created.
+    bonnie_args(directory, size_mib, ram_mib, label)
     outdir.mkdir(parents=True, exist_ok=True)
     user = "root" if os.geteuid() == 0 else getpass.getuser()
-    argv = [BONNIE, *bonnie_args(directory, size_mib, ram_mib, label, user=user)]
     csv_path, log_path = outdir / "bonnie.csv", outdir / "bonnie.log"
-    (outdir / "bonnie-cmdline.txt").write_text(shlex.join(argv) + "\n")
-    say(f"native: {shlex.join(argv)}")
     limit = memory_limited(memory_limit_mib) if memory_limit_mib else contextlib.nullcontext(None)
-    with limit as enter_cgroup, open(csv_path, "wb") as out, open(log_path, "wb") as err:
-        before = set(os.listdir(directory))  # after creating our files, should outdir be there
+    with native_run_dir(directory, say) as run_dir, limit as enter_cgroup, \
+            open(csv_path, "wb") as out, open(log_path, "wb") as err:
+        argv = [BONNIE, *bonnie_args(run_dir, size_mib, ram_mib, label, user=user)]
+        (outdir / "bonnie-cmdline.txt").write_text(shlex.join(argv) + "\n")
+        say(f"native: {shlex.join(argv)}")
         try:
-            proc = subprocess.run(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                  cwd=directory, timeout=timeout_s, preexec_fn=enter_cgroup)
+            proc = lifetime.run(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                cwd=run_dir, timeout=timeout_s, preexec_fn=enter_cgroup)
         except FileNotFoundError:
             raise BonnieRunError(f"{BONNIE} not found on the host (apt-get install bonnie++)") \
                 from None
         except subprocess.TimeoutExpired:
             raise BonnieRunError(f"native bonnie++ did not finish within {timeout_s} s "
                                  f"(killed; output in {outdir})") from None
-        finally:
-            # bonnie++'s Bonnie.<pid>[.NNN] files: left behind when it is killed.
-            for name in set(os.listdir(directory)) - before:
-                path = directory / name
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    with contextlib.suppress(FileNotFoundError):
-                        path.unlink()
     if proc.returncode != 0:
         raise BonnieRunError(f"native bonnie++ exited with status {proc.returncode} "
                              f"({outdir}); its stderr:\n{_tail(log_path)}")

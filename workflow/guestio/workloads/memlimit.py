@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -46,14 +47,51 @@ def _candidates() -> list[tuple[Path, str, bool]]:
     return found
 
 
+GROUP_PREFIX = "guestio-native"
+REMOVE_TIMEOUT_S = 30.0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _procs(group: Path) -> list[int]:
+    try:
+        return [int(p) for p in (group / "cgroup.procs").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _sweep_abandoned(parent: Path, name: str) -> None:
+    """Remove cgroups <name>-<pid> that this module made for a process that is gone."""
+    for group in parent.glob(f"{name}-*"):
+        pid = group.name[len(name) + 1:]
+        if not pid.isdigit() or int(pid) == os.getpid() or _pid_alive(int(pid)):
+            continue
+        _remove(group)
+
+
 @contextlib.contextmanager
-def memory_limited(limit_mib: int, name: str = "guestio-native") -> Iterator[Callable[[], None]]:
+def memory_limited(limit_mib: int, name: str = GROUP_PREFIX) -> Iterator[Callable[[], None]]:
     """A cgroup limited to limit_mib; yields a preexec_fn that moves a child process into it.
 
-    The cgroup is removed afterwards (its processes must have exited).
+    The cgroup is named ``<name>-<pid of this process>``.  It is removed
+    afterwards, however the block ends: a process still in it is killed
+    first (it can only be the benchmark this cgroup was made for), and a
+    cgroup that cannot be removed is an error naming it.  Cgroups of the same
+    name left by a process that no longer exists (killed outright) are
+    removed on the way in.
     """
     problems = []
     for parent, limit_file, v2 in _candidates():
+        with contextlib.suppress(OSError):
+            _sweep_abandoned(parent, name)
         group = parent / f"{name}-{os.getpid()}"
         try:
             group.mkdir(exist_ok=True)
@@ -73,8 +111,12 @@ def memory_limited(limit_mib: int, name: str = "guestio-native") -> Iterator[Cal
 
         try:
             yield enter
-        finally:
-            _remove(group)
+        except BaseException:
+            _remove(group)  # best effort: the exception in flight says what went wrong
+            raise
+        if not _remove(group):
+            raise MemoryLimitError(f"cannot remove the memory cgroup {group}: processes "
+                                   f"{_procs(group)} still in it after {REMOVE_TIMEOUT_S:g} s")
         return
     raise MemoryLimitError(
         "cannot limit the native benchmark's memory to the guest's: no writable memory cgroup "
@@ -82,12 +124,19 @@ def memory_limited(limit_mib: int, name: str = "guestio-native") -> Iterator[Cal
     )
 
 
-def _remove(group: Path) -> None:
-    for _ in range(50):
+def _remove(group: Path, timeout_s: float = REMOVE_TIMEOUT_S) -> bool:
+    """Kill what is left in *group*, then remove it; True when it is gone."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        for pid in _procs(group):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
         try:
             group.rmdir()
-            return
+            return True
         except FileNotFoundError:
-            return
+            return True
         except OSError:
+            if time.monotonic() > deadline:
+                return False
             time.sleep(0.1)  # the last process may still be exiting

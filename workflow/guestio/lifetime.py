@@ -1,0 +1,336 @@
+"""A rule's job dies with the Snakemake that started it, and leaves nothing running.
+
+Snakemake runs a ``script:`` rule as a child process.  Interrupted as a user
+would interrupt it, three things can go wrong for a long job (a VM run, a
+native benchmark, a kernel build):
+
+* SIGKILL (or a crash) of Snakemake alone: the job is orphaned and keeps
+  running, and may even write its outputs after Snakemake is gone;
+* SIGTERM to the job (Snakemake's process group): Python's default is to die
+  on the spot, without ``finally:`` blocks, so a memory cgroup, a data-disk
+  copy or a temporary directory stays behind;
+* the job's own children (bonnie++, make and the compilers under it) outlive
+  it when it dies, since killing a process does not kill its children.
+
+:func:`die_with_snakemake`, called at the top of a long-running script, takes
+care of all three:
+
+* SIGTERM, SIGINT and SIGHUP raise :class:`Terminated` (a ``SystemExit``
+  whose status is 128 + the signal) in the main thread, so every ``finally:``
+  and context manager of the job tidies up as it does for an error;
+* a watcher thread waits (``pidfd``, else by polling) for the Snakemake
+  process (the nearest ancestor whose command line is snakemake) to exit,
+  and then sends the job SIGTERM, i.e. takes the same path;
+* the job becomes a child subreaper, so that grandchildren orphaned when a
+  child dies (sub-makes, compilers) are re-parented to it rather than to
+  init, and at exit every descendant still alive gets SIGTERM, then SIGKILL,
+  and is reaped.
+
+The VM lifecycle's own signal guard (guestio.vm.machine) catches these
+signals while QEMU runs, stops QEMU and re-delivers them, which lands in
+:func:`die_with_snakemake`'s handler.
+
+:func:`run` is ``subprocess.run`` for long children: the child gets its own
+process group and ``PR_SET_PDEATHSIG`` (SIGTERM), and when the caller is
+interrupted the whole group gets SIGTERM, then SIGKILL, and is reaped before
+the exception goes on.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+__all__ = ["Terminated", "die_with_snakemake", "find_snakemake", "descendants",
+           "stop_descendants", "run"]
+
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+TERM_GRACE_S = 10.0   # SIGTERM -> SIGKILL for children still alive at exit
+POLL_S = 0.5          # fallback polling period when pidfd_open is not available
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+
+_state: dict = {"installed": False, "signum": None, "snakemake": None}
+
+
+class Terminated(SystemExit):
+    """Raised in the main thread when the job is told to stop (a signal, or Snakemake died)."""
+
+    def __init__(self, signum: int, why: str):
+        super().__init__(128 + signum)
+        self.signum = signum
+        self.why = why
+
+    def __str__(self) -> str:
+        return self.why
+
+
+def _say(msg: str) -> None:
+    print(f"guestio: {msg}", file=sys.stderr, flush=True)
+
+
+def _prctl(option: int, value: int) -> bool:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(option, value, 0, 0, 0) == 0
+    except (OSError, AttributeError):  # pragma: no cover - not glibc
+        return False
+
+
+# --------------------------------------------------------------------------
+# Processes
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # "pid (comm) state ppid ...": comm may contain spaces and parentheses.
+    return int(stat[stat.rindex(")") + 2:].split()[1])
+
+
+def _is_snakemake(argv: list[str]) -> bool:
+    return any(Path(a).name == "snakemake" for a in argv[:3]) or argv[1:3] == ["-m", "snakemake"]
+
+
+def find_snakemake(pid: int | None = None) -> int | None:
+    """The nearest ancestor of *pid* (default: this process) that is snakemake, or None."""
+    current = os.getpid() if pid is None else pid
+    for _ in range(64):
+        parent = _ppid(current)
+        if not parent or parent <= 1:
+            return None
+        if _is_snakemake(_cmdline(parent)):
+            return parent
+        current = parent
+    return None
+
+
+def descendants(pid: int | None = None) -> list[int]:
+    """Every live descendant of *pid* (default: this process), children first."""
+    root = os.getpid() if pid is None else pid
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            parent = _ppid(int(entry.name))
+            if parent is not None:
+                children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], list(children.get(root, []))
+    while todo:
+        p = todo.pop(0)
+        found.append(p)
+        todo.extend(children.get(p, []))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
+def _reap() -> None:
+    """Reap every exited child (they are ours as a subreaper); never blocks."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def stop_descendants(grace_s: float = TERM_GRACE_S, log: Callable[[str], None] = _say) -> list[int]:
+    """SIGTERM every live descendant, SIGKILL what is left after *grace_s*; reap. Returns the pids."""
+    pids = [p for p in descendants() if _alive(p)]
+    if not pids:
+        _reap()
+        return []
+    log(f"stopping {len(pids)} process(es) left by this job: "
+        + ", ".join(f"{p} ({' '.join(_cmdline(p))[:60]})" for p in pids[:8]))
+    for p in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(p, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        _reap()
+        if not any(_alive(p) for p in descendants()):
+            break
+        time.sleep(0.1)
+    else:
+        for p in descendants():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(p, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_alive(p) for p in descendants()):
+            _reap()
+            time.sleep(0.1)
+    _reap()
+    return pids
+
+
+# --------------------------------------------------------------------------
+# The job's side
+
+
+def _handler(signum: int, frame) -> None:
+    name = signal.Signals(signum).name
+    if _state["signum"] is not None:
+        # Already unwinding: let the cleanup that is running finish.
+        _say(f"{name} received again; still cleaning up")
+        return
+    _state["signum"] = signum
+    why = _state.pop("why", None) or f"{name} received"
+    _say(f"{why}: stopping this job")
+    raise Terminated(signum, why)
+
+
+def _watch(pid: int) -> None:
+    # Process-directed signals must go to the main thread, not this one, so
+    # that they interrupt whatever system call it is waiting in.
+    signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        fd = None
+    if fd is not None:
+        try:
+            select.select([fd], [], [])
+        finally:
+            os.close(fd)
+    else:  # pragma: no cover - kernels before 5.3
+        while _alive(pid) and _ppid(os.getpid()) not in (None, 1):
+            time.sleep(POLL_S)
+    if _state["signum"] is None:
+        _state["why"] = f"snakemake (pid {pid}) is gone"
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+
+
+def _at_exit() -> None:
+    stop_descendants()
+
+
+def die_with_snakemake(snakemake_pid: int | None = None) -> int | None:
+    """Make this job stop cleanly with Snakemake, and take its children with it.
+
+    Call it at the top of a long-running rule script (in the main thread).
+    Returns the pid of the Snakemake process watched (None if this process
+    was not started by Snakemake: then only the signal handling and the
+    cleanup at exit apply).  Calling it again does nothing.
+    """
+    if _state["installed"]:
+        return _state["snakemake"]
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("die_with_snakemake() must be called from the main thread")
+    _state["installed"] = True
+    for sig in HANDLED_SIGNALS:
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            signal.signal(sig, _handler)
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    atexit.register(_at_exit)
+    pid = snakemake_pid if snakemake_pid is not None else find_snakemake()
+    _state["snakemake"] = pid
+    if pid is not None:
+        threading.Thread(target=_watch, args=(pid,), name="guestio-snakemake-watch",
+                         daemon=True).start()
+    return pid
+
+
+# --------------------------------------------------------------------------
+# Long children
+
+
+def _child_setup(parent: int) -> Callable[[], None]:
+    def setup() -> None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before prctl
+            os._exit(1)
+    return setup
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def run(argv: Sequence[str], *, grace_s: float = TERM_GRACE_S,
+        preexec_fn: Callable[[], None] | None = None, timeout: float | None = None,
+        capture_output: bool = False, check: bool = False, input=None,
+        **kwargs) -> subprocess.CompletedProcess:
+    """``subprocess.run`` for a long child that must not outlive an interruption.
+
+    The child leads its own process group and gets SIGTERM if this process
+    dies.  If the wait is interrupted (a signal turned into an exception by
+    :func:`die_with_snakemake`, KeyboardInterrupt, a timeout), the child's
+    whole group gets SIGTERM, then SIGKILL after *grace_s*, and is reaped
+    before the exception propagates (subprocess.TimeoutExpired for a timeout).
+    *preexec_fn* runs in the child after that set-up.  *capture_output*,
+    *check* and *input* are those of subprocess.run.
+    """
+    parent = os.getpid()
+    setup = _child_setup(parent)
+
+    def child() -> None:
+        setup()
+        if preexec_fn is not None:
+            preexec_fn()
+
+    if capture_output:
+        kwargs["stdout"] = kwargs["stderr"] = subprocess.PIPE
+    if input is not None:
+        kwargs["stdin"] = subprocess.PIPE
+    proc = subprocess.Popen(argv, process_group=0, preexec_fn=child, **kwargs)
+    try:
+        stdout, stderr = proc.communicate(input, timeout=timeout)
+    except BaseException:
+        _stop_group(proc, grace_s)
+        raise
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    if check:
+        done.check_returncode()
+    return done
+
+
+def _stop_group(proc: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM the child's group, SIGKILL it after grace_s, reap the child; never raises."""
+    pgid = proc.pid
+    # Further signals while we tidy up must not cut the tidying short.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS) \
+        if threading.current_thread() is threading.main_thread() else None
+    try:
+        _killpg(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _killpg(pgid, signal.SIGKILL)
+        proc.wait()
+        for f in (proc.stdout, proc.stderr, proc.stdin):
+            if f is not None:
+                with contextlib.suppress(OSError):
+                    f.close()
+    finally:
+        if blocked is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
