@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import REPO, job_counts, snakemake
+from conftest import REPO, SNAKEMAKE, job_counts, snakemake
 from guestio import config as gconfig
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -67,6 +70,93 @@ def test_unknown_layer_and_smoke_variant_are_named(tmp_path):
     assert out.returncode != 0
     assert "variants.napi: layer 'no-napi' does not exist" in text
     assert "smoke.variants: 'nope' is not a variant" in text
+
+
+# --------------------------------------------------------------------------
+# Values that are each valid but cannot work together: the real CLI, no -n, nothing written
+
+
+def run_for_real(tmp_path: Path, mutate, wrapper: list[str] = ()) -> subprocess.CompletedProcess:
+    """A real (not dry) run of the impossible config into tmp_path/results: it must stop at once."""
+    results = tmp_path / "results"
+    config = bad_config(tmp_path, mutate)
+    before = results_snapshot()
+    done = subprocess.run([*wrapper, str(SNAKEMAKE), "--cores", "1", "--configfile", str(config),
+                           "--config", f"results_dir={results}"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert not results.exists(), "a rejected config must not run any job"
+    assert results_snapshot() == before
+    assert "Execute" not in done.stdout + done.stderr and "localrule" not in done.stdout + done.stderr
+    return done
+
+
+def test_bonnie_file_larger_than_the_data_disk(tmp_path):
+    def mutate(c):
+        c["disk"]["size_mib"] = 4096
+        c["exits"]["size_mib"] = 3000
+    text = run_for_real(tmp_path, mutate).stderr
+    assert "impossible configuration (2 problems)" in text
+    assert "disk.size_mib (4096) does not fit on the data disk (image.data_disk_mib: 3072)" in text
+    # 3000 < 3072, but not after ext4's journal and inode tables.
+    assert "exits.size_mib (3000) does not fit on the data disk (image.data_disk_mib: 3072): " \
+           "ext4 leaves 2951 MiB of it free" in text
+
+
+def test_bonnie_file_too_small_for_its_ram(tmp_path):
+    def mutate(c):
+        c["disk"].update(size_mib=300, ram_mib=256)
+        c["exits"].update(size_mib=256, ram_mib=256)
+    text = run_for_real(tmp_path, mutate).stderr
+    assert "disk.size_mib (300) must be at least twice disk.ram_mib (256)" in text
+    assert "exits.size_mib (256) must be at least twice exits.ram_mib (256)" in text
+
+
+def test_benchmarked_variants_must_be_defined(tmp_path):
+    def mutate(c):
+        c["disk"]["variants"] = ["baseline", "napi"]
+        c["exits"]["variants"] = ["hz250"]
+    text = run_for_real(tmp_path, mutate).stderr
+    assert "disk.variants: 'napi' is not a variant; variants: baseline, hz100, pmtmr" in text
+    assert "exits.variants: 'hz250' is not a variant" in text
+
+
+def test_capacity_is_that_of_the_real_data_disk():
+    assert 2900 < gconfig.data_disk_capacity_mib(3072) < 3072 - 64
+    assert gconfig.consistency_problems(yaml.safe_load(DEFAULT.read_text())) == []
+
+
+def test_kvm_without_dev_kvm_is_refused(tmp_path):
+    bad = {"image": {"data_disk_mib": 256}, "disk": {"size_mib": 64, "ram_mib": 32}, "vm": {"accel": "kvm"}}
+    problems = gconfig.consistency_problems(bad, kvm_device=tmp_path / "kvm")
+    assert problems == [f"vm.accel (kvm): {tmp_path / 'kvm'} does not exist on this host, so KVM cannot work; "
+                        "use vm.accel: auto (KVM if it works, else TCG) or tcg"]
+    assert gconfig.consistency_problems({**bad, "vm": {"accel": "auto"}}, kvm_device=tmp_path / "kvm") == []
+
+
+# Runs "$@" in a private mount namespace whose /dev has no kvm: a host without KVM.
+NO_KVM = r"""
+set -e
+real=$(mktemp -d /tmp/guestio-realdev.XXXXXX)
+mount --bind /dev "$real"
+mount -t tmpfs -o mode=755 tmpfs /dev
+for n in null zero full random urandom tty; do
+  [ -e "$real/$n" ] || continue
+  : > /dev/$n; mount --bind "$real/$n" /dev/$n
+done
+mkdir /dev/pts /dev/shm; mount --bind "$real/pts" /dev/pts; mount --bind "$real/shm" /dev/shm
+ln -s /proc/self/fd /dev/fd; ln -s fd/0 /dev/stdin; ln -s fd/1 /dev/stdout; ln -s fd/2 /dev/stderr
+umount -l "$real"; rmdir "$real"
+exec "$@"
+"""
+
+
+@pytest.mark.boot  # needs root (a mount namespace)
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare")
+def test_kvm_requested_on_a_host_without_kvm_stops_before_any_job(tmp_path):
+    wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c", NO_KVM, "sh"]
+    text = run_for_real(tmp_path, lambda c: c["vm"].update(accel="kvm"), wrapper).stderr
+    assert "vm.accel (kvm): /dev/kvm does not exist on this host, so KVM cannot work" in text
 
 
 def test_every_problem_is_reported_at_once():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import jsonschema
@@ -65,3 +66,100 @@ def check_variants(config: dict, layers_root: Path) -> None:
                 problems.append(f"{section}.variants: {variant!r} is not a variant; variants: {', '.join(config['variants'])}")
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+# --------------------------------------------------------------------------
+# Values that pass the schema one by one but cannot work together
+
+#: bonnie++'s file needs this much room beyond its size (extent blocks, the directory).
+BONNIE_FILE_SLACK_MIB = 8
+KVM_DEVICE = Path("/dev/kvm")
+
+
+def _ext4_free_mib(size_mib: int) -> float:
+    """Free space of the pipeline's data disk of *size_mib* MiB, formatted exactly as the rule does."""
+    import struct
+    import tempfile
+
+    from guestio.build.disk import make_data_disk
+
+    with tempfile.TemporaryDirectory(prefix="guestio-config-") as tmp:
+        image = make_data_disk(Path(tmp) / "probe.img", int(size_mib))
+        with open(image, "rb") as f:
+            f.seek(1024)
+            sb = f.read(1024)
+    log_block_size = struct.unpack_from("<I", sb, 24)[0]
+    free_lo = struct.unpack_from("<I", sb, 12)[0]
+    feature_incompat = struct.unpack_from("<I", sb, 0x60)[0]
+    free_hi = struct.unpack_from("<I", sb, 0x158)[0] if feature_incompat & 0x80 else 0  # 64bit
+    return ((free_hi << 32) | free_lo) * (1024 << log_block_size) / (1024 * 1024)
+
+
+def data_disk_capacity_mib(disk_mib: int) -> float:
+    """MiB a file may take on the data disk of *disk_mib* MiB (after ext4's own overhead).
+
+    ext4 takes 3-15 % (journal, inode tables; more on small disks).  The exact
+    figure comes from formatting a sparse copy in a temporary directory
+    (about 0.2 s), done only when the answer is not obvious.
+    """
+    return _ext4_free_mib(disk_mib)
+
+
+def _fits(file_mib: int, disk_mib: int) -> tuple[bool, float | None]:
+    need = file_mib + BONNIE_FILE_SLACK_MIB
+    if need <= 0.84 * disk_mib - 16:  # well inside even the worst overhead measured
+        return True, None
+    if need > disk_mib:
+        return False, None
+    free = data_disk_capacity_mib(disk_mib)
+    return need <= free, free
+
+
+def consistency_problems(config: dict, *, kvm_device: Path = KVM_DEVICE) -> list[str]:
+    """Problems of values that are each valid but cannot work together, each naming its keys.
+
+    * a bonnie++ file (disk.size_mib, exits.size_mib) that does not fit on the
+      data disk (image.data_disk_mib less ext4's overhead);
+    * a bonnie++ file smaller than twice its RAM size (disk.ram_mib,
+      exits.ram_mib): bonnie++ refuses, and the file would not exceed the
+      page cache of the guest, which gets that much memory;
+    * vm.accel: kvm on a host whose /dev/kvm is missing or not readable and
+      writable (whether KVM really works is decided by the probe boot, the
+      first VM job).
+    """
+    problems = []
+    disk_mib = config["image"]["data_disk_mib"]
+    for section in ("disk", "exits"):
+        cfg = config.get(section, {})
+        size, ram = cfg.get("size_mib"), cfg.get("ram_mib")
+        if size is None:
+            continue
+        ok, free = _fits(size, disk_mib)
+        if not ok:
+            why = (f"ext4 leaves {free:.0f} MiB of it free" if free is not None
+                   else "it is not even as large as the file")
+            problems.append(
+                f"{section}.size_mib ({size}) does not fit on the data disk (image.data_disk_mib: {disk_mib}): "
+                f"{why}, bonnie++ needs {size} + {BONNIE_FILE_SLACK_MIB} MiB; raise image.data_disk_mib "
+                f"or lower {section}.size_mib")
+        if ram is not None and size < 2 * ram:
+            problems.append(
+                f"{section}.size_mib ({size}) must be at least twice {section}.ram_mib ({ram}): bonnie++ "
+                "needs a file of twice the RAM so that it cannot be served from the page cache")
+    accel = config.get("vm", {}).get("accel")
+    if accel == "kvm":
+        if not kvm_device.exists():
+            problems.append(f"vm.accel (kvm): {kvm_device} does not exist on this host, so KVM cannot work; "
+                            "use vm.accel: auto (KVM if it works, else TCG) or tcg")
+        elif not os.access(kvm_device, os.R_OK | os.W_OK):
+            problems.append(f"vm.accel (kvm): {kvm_device} is not readable and writable by this user, so KVM "
+                            "cannot work; use vm.accel: auto or tcg, or get access to it (group kvm)")
+    return problems
+
+
+def check_consistency(config: dict, **kw) -> None:
+    """Raise ConfigError listing every problem of :func:`consistency_problems`."""
+    problems = consistency_problems(config, **kw)
+    if problems:
+        raise ConfigError(f"impossible configuration ({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n"
+                          + "\n".join(f"  - {p}" for p in problems))

@@ -34,6 +34,10 @@ signals while QEMU runs, stops QEMU and re-delivers them, which lands in
 process group and ``PR_SET_PDEATHSIG`` (SIGTERM), and when the caller is
 interrupted the whole group gets SIGTERM, then SIGKILL, and is reaped before
 the exception goes on.
+
+:func:`clear_stale_snakemake_locks` (called by workflow/rules/common.smk when
+the workflow is parsed) removes the locks of a Snakemake that was killed
+outright, so that the next invocation starts and redoes the work.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import json
 import os
 import select
 import signal
@@ -52,7 +57,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 __all__ = ["Terminated", "die_with_snakemake", "find_snakemake", "descendants",
-           "stop_descendants", "run"]
+           "stop_descendants", "run", "snakemake_processes", "record_snakemake_locks",
+           "clear_stale_snakemake_locks"]
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 TERM_GRACE_S = 10.0   # SIGTERM -> SIGKILL for children still alive at exit
@@ -334,3 +340,106 @@ def _stop_group(proc: subprocess.Popen, grace_s: float) -> None:
     finally:
         if blocked is not None:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+# --------------------------------------------------------------------------
+# Snakemake's own leftovers
+
+
+def snakemake_processes(workdir: os.PathLike | str) -> list[int]:
+    """Live Snakemake processes (other than this one) working in *workdir*."""
+    workdir = Path(workdir).resolve()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        pid = int(entry.name)
+        if not _is_snakemake(_cmdline(pid)) or not _alive(pid):
+            continue
+        try:
+            cwd = Path(os.readlink(f"/proc/{pid}/cwd")).resolve()
+        except OSError:
+            cwd = None
+        if cwd is None or cwd == workdir:  # unknown counts as "maybe here"
+            found.append(pid)
+    return found
+
+
+OWNERS_DIR = "guestio-lock-owners"  # under .snakemake/: which Snakemake holds which lock files
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot): a pid and this name one process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2:].split()[19]
+
+
+def record_snakemake_locks(workdir: os.PathLike | str, lock_files) -> Path:
+    """Note that this process (Snakemake, in its onstart handler) holds *lock_files*."""
+    owners = Path(workdir) / ".snakemake" / OWNERS_DIR
+    owners.mkdir(parents=True, exist_ok=True)
+    record = owners / f"{os.getpid()}.json"
+    tmp = record.with_name(record.name + ".tmp")
+    tmp.write_text(json.dumps({"pid": os.getpid(), "start_time": _start_time(os.getpid()),
+                               "locks": sorted(str(Path(f).resolve()) for f in lock_files)}) + "\n")
+    tmp.replace(record)
+    return record
+
+
+def _owned_locks(workdir: Path) -> tuple[set[str], set[str]]:
+    """(lock files of live Snakemakes, lock files of dead ones), from their records; dead records go."""
+    live, dead = set(), set()
+    for record in (workdir / ".snakemake" / OWNERS_DIR).glob("*.json"):
+        try:
+            data = json.loads(record.read_text())
+            pid, started, locks = int(data["pid"]), data["start_time"], set(data["locks"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if _alive(pid) and _start_time(pid) == started:
+            live |= locks
+        else:
+            dead |= locks
+            with contextlib.suppress(OSError):
+                record.unlink()
+    return live, dead - live
+
+
+def clear_stale_snakemake_locks(workdir: os.PathLike | str,
+                                log: Callable[[str], None] = _say) -> list[Path]:
+    """Remove the locks that a killed Snakemake left in *workdir*; returns the files removed.
+
+    Snakemake locks the files it is about to write (.snakemake/locks) and
+    removes the locks when it ends; SIGKILL gives it no chance to, and the
+    next invocation would refuse to start ("Directory cannot be locked").
+    Every Snakemake of this workflow notes in its onstart handler which lock
+    files are its own (:func:`record_snakemake_locks`).  A lock file is stale
+    when the Snakemake that noted it is gone, or when nobody noted it and no
+    Snakemake at all runs in *workdir*; a stale lock protects nothing and is
+    removed (what ``snakemake --unlock`` does, for that lock only).  Locks of
+    a Snakemake still running, here or in another invocation, are kept.
+    """
+    workdir = Path(workdir).resolve()
+    locks = sorted((workdir / ".snakemake" / "locks").glob("*.lock"))
+    live, dead = _owned_locks(workdir)
+    nobody_here = None
+    stale = []
+    for lock in locks:
+        key = str(lock.resolve())
+        if key in live:
+            continue
+        if key not in dead:
+            if nobody_here is None:
+                nobody_here = not snakemake_processes(workdir)
+            if not nobody_here:
+                continue
+        stale.append(lock)
+    for lock in stale:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+    if stale:
+        log(f"removed {len(stale)} stale Snakemake lock file(s) ({', '.join(p.name for p in stale)}) in "
+            f"{workdir / '.snakemake' / 'locks'}: the Snakemake that held them was killed")
+    return stale

@@ -6,6 +6,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 import guestio.config
+import guestio.lifetime
 import guestio.build.kconfig
 import guestio.provenance
 
@@ -16,10 +17,20 @@ JOBS_DIR = REPO / "workflow" / "jobs"
 try:
     guestio.config.check(config, REPO / "workflow" / "schemas" / "config.schema.yaml")
     guestio.config.check_variants(config, LAYERS_ROOT)
+    # Fills in the schema's defaults.
+    validate(config, "../schemas/config.schema.yaml")
+    # Values that are each valid but cannot work together: before any job.
+    guestio.config.check_consistency(config)
 except guestio.config.ConfigError as error:
     raise WorkflowError(str(error))
-# Fills in the schema's defaults.
-validate(config, "../schemas/config.schema.yaml")
+
+# A Snakemake killed outright (SIGKILL) leaves its locks; the next one removes them.
+guestio.lifetime.clear_stale_snakemake_locks(Path.cwd())
+
+
+onstart:
+    guestio.lifetime.record_snakemake_locks(Path.cwd(), getattr(workflow.persistence, "_lockfile", {}).values())
+
 
 VARIANTS = list(config["variants"])
 
