@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from guestio.build import patches
+
 NOT_SET = None  # value of a symbol written as "# CONFIG_FOO is not set"
 
 _ASSIGN = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=(.*)$")
@@ -51,11 +53,7 @@ def parse(text: str) -> dict[str, str | None]:
 
 
 def layer_dir(layers_root: Path, name: str) -> Path:
-    path = Path(layers_root) / name
-    if not path.is_dir():
-        known = sorted(p.name for p in Path(layers_root).iterdir() if p.is_dir())
-        raise KconfigError(f"kernel layer {name!r} does not exist under {layers_root} (known layers: {', '.join(known)})")
-    return path
+    return patches.layer_dir(layers_root, name, what="kernel layer", error=KconfigError)
 
 
 def layer_fragment(layers_root: Path, name: str) -> Path | None:
@@ -64,7 +62,7 @@ def layer_fragment(layers_root: Path, name: str) -> Path | None:
 
 
 def layer_patches(layers_root: Path, name: str) -> list[Path]:
-    return sorted(layer_dir(layers_root, name).glob("*.patch"))
+    return patches.layer_patches(layers_root, name, what="kernel layer", error=KconfigError)
 
 
 def requests(layers_root: Path, layers: list[str]) -> list[Request]:

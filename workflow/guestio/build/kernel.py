@@ -2,8 +2,9 @@
 
 The pristine source is extracted once.  Each variant gets a hard-linked copy
 of it (files a patch touches are copied first, so the pristine tree never
-changes), is patched there, and is built out of tree in ``<tree>/.build`` so
-that kbuild uses relative paths; with ccache's base directory set, objects are
+changes), is patched there (guestio.build.patches, shared with the QEMU
+build), and is built out of tree in ``<tree>/.build`` so that kbuild uses
+relative paths; with ccache's base directory set, objects are
 shared between variants and between checkouts.
 """
 
@@ -16,6 +17,7 @@ import subprocess
 from pathlib import Path
 
 from guestio.build import kconfig
+from guestio.build import patches
 from guestio.util import sha256_file, write_json_atomic
 
 # Fixed build identity, so that two builds of the same input differ only where
@@ -75,58 +77,22 @@ def kernel_version(tree: Path) -> str:
 
 
 def patched_files(patch: Path) -> list[str]:
-    files = []
-    for line in Path(patch).read_text(errors="replace").splitlines():
-        if line.startswith("+++ "):
-            name = line[4:].split("\t")[0].strip()
-            if name != "/dev/null":
-                files.append(name.split("/", 1)[1] if "/" in name else name)
-    return files
-
-
-def _break_hardlink(path: Path) -> None:
-    if path.is_file() and path.stat().st_nlink > 1:
-        tmp = path.with_name(path.name + ".guestio-copy")
-        shutil.copy2(path, tmp)
-        tmp.replace(path)
+    return patches.patched_files(patch)
 
 
 def check_patch(tree: Path, patch: Path) -> None:
-    """Dry-run a patch; raise naming the patch and the failing hunks."""
-    result = subprocess.run(
-        ["patch", "-p1", "--dry-run", "--batch", "--forward", "-i", str(Path(patch).resolve())],
-        cwd=tree, capture_output=True, text=True,
-    )
-    if result.returncode != 0:
-        failures = []
-        current = "?"
-        for line in (result.stdout + result.stderr).splitlines():
-            if m := re.match(r"^checking file (.*)$", line):
-                current = m.group(1)
-            elif "FAILED" in line or "Reversed" in line or "can't find file" in line or "malformed" in line:
-                failures.append(f"{current}: {line.strip()}")
-        detail = "; ".join(failures) or (result.stdout + result.stderr).strip()
-        raise KernelBuildError(f"patch {patch} does not apply: {detail}")
+    """Dry-run a patch; raise KernelBuildError naming the patch and the failing hunks."""
+    patches.check_patch(tree, patch, KernelBuildError)
 
 
-def apply_patches(tree: Path, patches: list[Path]) -> None:
-    """Apply patches in order.  Each is dry-run first, so a bad one leaves nothing half-applied."""
-    for patch in patches:
-        check_patch(tree, patch)
-        for name in patched_files(patch):
-            _break_hardlink(Path(tree) / name)
-        subprocess.run(
-            ["patch", "-p1", "--batch", "--forward", "--no-backup-if-mismatch", "-s", "-i", str(Path(patch).resolve())],
-            cwd=tree, check=True,
-        )
+def apply_patches(tree: Path, patch_files: list[Path]) -> None:
+    """Apply patches in order, each dry-run first (guestio.build.patches)."""
+    patches.apply_patches(tree, patch_files, KernelBuildError)
 
 
-def prepare_tree(pristine: Path, tree: Path, patches: list[Path]) -> None:
+def prepare_tree(pristine: Path, tree: Path, patch_files: list[Path]) -> None:
     """A hard-linked copy of the pristine source with the variant's patches applied."""
-    shutil.rmtree(tree, ignore_errors=True)
-    tree.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["cp", "-al", str(pristine), str(tree)], check=True)
-    apply_patches(tree, patches)
+    patches.prepare_tree(pristine, tree, patch_files, KernelBuildError)
 
 
 def build_env(ccache_dir: Path | None) -> dict:
@@ -200,12 +166,12 @@ def build_variant(
 
     tree = Path(workdir).resolve() / "src"
     objdir = tree / ".build"
-    patches = [p for layer in layers for p in kconfig.layer_patches(layers_root, layer)]
+    patch_files = [p for layer in layers for p in kconfig.layer_patches(layers_root, layer)]
     cc = "ccache gcc" if ccache_dir is not None and shutil.which("ccache") else "gcc"
     env = build_env(ccache_dir)
     started = time.monotonic()
     with open(log_path, "w") as log:
-        prepare_tree(Path(pristine).resolve(), tree, patches)
+        prepare_tree(Path(pristine).resolve(), tree, patch_files)
         configure(tree, objdir, layers_root, layers, env, log, cc)
         make(tree, objdir, [f"-j{jobs}", "bzImage"], env, log, cc)
     seconds = time.monotonic() - started
@@ -213,7 +179,7 @@ def build_variant(
     record = {
         "variant": variant,
         "layers": layers,
-        "patches": [{"file": str(p), "sha256": sha256_file(p)} for p in patches],
+        "patches": patches.describe(patch_files),
         "fragments": [
             {"file": str(f), "sha256": sha256_file(f)}
             for f in (kconfig.layer_fragment(layers_root, name) for name in layers)
