@@ -26,6 +26,56 @@ if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
     apt-get update -qq
 fi
 
+# QEMU is built from Debian's qemu source package, the version of the installed
+# qemu-system-x86 (workflow/rules/qemu.smk).  Set-up is the only step that touches
+# apt's sources: it adds a deb-src entry mirroring debian.sources, updates the
+# Sources index only when it does not know that version, and downloads the .dsc,
+# orig and debian tarballs (checksums verified by apt against the signed index)
+# into qemu.source_dir of config/config.yaml (GUESTIO_QEMU_SOURCE_DIR overrides it).
+qemu_source() {
+    local binpkg=qemu-system-x86 src_list=/etc/apt/sources.list.d/guestio-src.sources
+    local bin_list=/etc/apt/sources.list.d/debian.sources dir srcpkg srcver nover upver
+    dir=${GUESTIO_QEMU_SOURCE_DIR:-$(awk '
+        /^qemu:/ { q = 1; next }
+        /^[^ #]/ { q = 0 }
+        q && /^[ ]+source_dir:/ { sub(/^[ ]+source_dir:[ ]*/, ""); sub(/[ ]+#.*/, ""); gsub(/["\047]/, ""); print; exit }
+    ' config/config.yaml)}
+    dir=${dir:-/var/cache/guestio/src/qemu}
+    dir=${dir/#\~/$HOME}
+    srcpkg=$(dpkg-query -W -f='${source:Package}' "$binpkg")
+    srcver=$(dpkg-query -W -f='${source:Version}' "$binpkg")
+    nover=${srcver#*:}          # no epoch: 7.2+dfsg-7+deb12u18
+    upver=${nover%-*}           # upstream: 7.2+dfsg
+    if [[ ! -f "$src_list" ]]; then
+        [[ -r "$bin_list" ]] || { say "error: $bin_list missing: cannot derive a deb-src entry"; exit 1; }
+        { echo "# Written by guestio envs/setup.sh: the source packages of the entries in"
+          echo "# $bin_list (QEMU is built from Debian's qemu source package)."
+          sed -e 's/^Types:.*/Types: deb-src/' "$bin_list"; } > "$src_list.tmp"
+        chmod 0644 "$src_list.tmp" && mv "$src_list.tmp" "$src_list"
+        say "wrote $src_list (deb-src of $bin_list)"
+    fi
+    if [[ "$(cat "$dir/.guestio-fetched" 2>/dev/null)" == "$srcpkg $srcver" &&
+          -s "$dir/${srcpkg}_$nover.dsc" ]] && compgen -G "$dir/${srcpkg}_$upver.orig.tar.*" >/dev/null &&
+          compgen -G "$dir/${srcpkg}_$nover.debian.tar.*" >/dev/null; then
+        say "QEMU source: $srcpkg $srcver in $dir"
+        return
+    fi
+    # (grep without -q: under pipefail, -q's early exit would fail apt-cache with SIGPIPE)
+    if ! apt-cache showsrc "$srcpkg" 2>/dev/null | grep -x "Version: $srcver" >/dev/null; then
+        say "updating apt's Sources index (it does not list $srcpkg $srcver yet)"
+        apt-get update -qq
+        apt-cache showsrc "$srcpkg" | grep -x "Version: $srcver" >/dev/null ||
+            { say "error: no source package $srcpkg $srcver in the configured archives"; exit 1; }
+    fi
+    say "downloading QEMU source $srcpkg $srcver into $dir"
+    mkdir -p "$dir"
+    # apt drops privileges to _apt for downloads: let it write there.
+    if id _apt >/dev/null 2>&1; then chown _apt "$dir"; fi
+    (cd "$dir" && apt-get source -qq --download-only "$srcpkg=$srcver")
+    echo "$srcpkg $srcver" > "$dir/.guestio-fetched"
+}
+qemu_source
+
 stamp=.venv/.guestio-requirements
 want=$(cat envs/requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [[ ! -x .venv/bin/python || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
