@@ -1,11 +1,23 @@
-"""Shared test fixtures.
+"""Shared test fixtures, the test results directory, and the test tiers.
+
+No test writes into the user's results/: the pipeline's products that tests
+need (guest kernels, the image) are built by Snakemake into TEST_RESULTS
+(build/test-results, ``--config results_dir=...``), and every other test uses
+its own directory (tmp_path, or a results dir of its own under build/).
 
 Boot tests need a guest kernel and an initramfs following the guestio guest
 contract.  By default they are the pipeline's own products, built (or found
-up to date) by Snakemake at the start of the session, so a broken build fails
-the tests instead of skipping them.  GUESTIO_TEST_KERNEL and
-GUESTIO_TEST_INITRD point the tests at other files;
-GUESTIO_TEST_APPEND overrides the kernel command line.
+up to date) by Snakemake into TEST_RESULTS at the start of the session, so a
+broken build fails the tests instead of skipping them.  GUESTIO_TEST_KERNEL
+and GUESTIO_TEST_INITRD point the tests at other files; GUESTIO_TEST_APPEND
+overrides the kernel command line.
+
+Tiers (pyproject.toml): ``pytest -m "not boot"`` is the fast tier: no root, no
+network, no kernel build, no QEMU, a few minutes.  A test is in the slow tier
+(``boot``) when it is marked so, or when it uses a fixture that builds or
+downloads what the fast tier must not (:data:`SLOW_FIXTURES`): such tests are
+marked here, so that a new test cannot slip a kernel build into the fast tier.
+Plain ``pytest`` (CI) runs both.
 """
 
 from __future__ import annotations
@@ -20,14 +32,39 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
-BASELINE_KERNEL = REPO / "results" / "kernels" / "baseline" / "bzImage"
-IMAGE = REPO / "results" / "image" / "initramfs.cpio"
+# Relative to REPO, the way Snakemake names outputs: the same spelling keeps its metadata valid.
+TEST_RESULTS_REL = "build/test-results"
+TEST_RESULTS = REPO / TEST_RESULTS_REL
+BASELINE_KERNEL = TEST_RESULTS / "kernels" / "baseline" / "bzImage"
+IMAGE = TEST_RESULTS / "image" / "initramfs.cpio"
+
+#: Fixtures that build a kernel or the image, boot QEMU, fetch sources or download .debs.
+SLOW_FIXTURES = {"pipeline_artifacts", "guest_kernel", "guest_initrd", "deb_cache", "plugin_so",
+                 "pristine", "tree"}
 
 
-def snakemake(*args: str, cwd: Path = REPO, check: bool = True) -> subprocess.CompletedProcess:
-    """Run this checkout's Snakemake; output is kept for the assertion message."""
-    return subprocess.run([str(SNAKEMAKE), "--cores", "all", *args], cwd=cwd, capture_output=True,
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())) and item.get_closest_marker("boot") is None:
+            item.add_marker(pytest.mark.boot)
+
+
+def snakemake(*args: str, cwd: Path = REPO, check: bool = True,
+              results: str | None = TEST_RESULTS_REL) -> subprocess.CompletedProcess:
+    """Run this checkout's Snakemake; output is kept for the assertion message.
+
+    Outputs go to *results* (default: the tests' results directory; None: the
+    config's own results_dir, for dry runs only).  Targets must come before
+    any option that takes several values (--configfile).
+    """
+    extra = ["--config", f"results_dir={results}"] if results is not None else []
+    return subprocess.run([str(SNAKEMAKE), "--cores", "all", *args, *extra], cwd=cwd, capture_output=True,
                           text=True, check=check)
+
+
+def results_path(*parts: str) -> str:
+    """A path under the tests' results directory, spelt relative to REPO (a Snakemake target)."""
+    return "/".join([TEST_RESULTS_REL, *parts])
 
 
 def job_counts(dry_run_output: str) -> dict[str, int]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, snakemake
+from conftest import REPO, TEST_RESULTS, results_path, snakemake
 from guestio.build import kconfig
 from guestio.build import kernel
 
@@ -20,7 +20,7 @@ ALL_PATCHES = sorted(LAYERS.glob("*/*.patch"))
 @pytest.fixture(scope="session")
 def pristine() -> Path:
     """The pinned source, extracted by the pipeline's own rule."""
-    snakemake("results/kernels/source.json")
+    snakemake(results_path("kernels", "source.json"))
     return PRISTINE
 
 
@@ -32,7 +32,7 @@ def tree(pristine, tmp_path) -> Path:
 
 
 def test_source_is_recorded_with_package_version_and_sha256(pristine):
-    source = json.loads((REPO / "results" / "kernels" / "source.json").read_text())
+    source = json.loads((TEST_RESULTS / "kernels" / "source.json").read_text())
     assert source["kernelversion"].startswith("6.1.")
     assert len(source["sha256"]) == 64
     assert source["debian_package"] == "linux-source-6.1"

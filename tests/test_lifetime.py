@@ -91,18 +91,19 @@ def job(tmp_path):
     smk = subprocess.Popen([str(fake), str(tmp_path / "job.py"), str(tmp_path), token],
                            stdout=subprocess.PIPE, text=True, env=env, start_new_session=True)
     job_pid = int(smk.stdout.readline())
-    wait_for(lambda: (tmp_path / "started").exists() and len(processes_with(token)) == 3, 20,
-             "the job's three children")
-    yield {"smk": smk, "job": job_pid, "token": token, "dir": tmp_path}
-    with_token = processes_with(token)
-    for pid in with_token + [job_pid]:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    if smk.poll() is None:
-        smk.kill()
-    smk.wait()
+    try:
+        wait_for(lambda: (tmp_path / "started").exists() and len(processes_with(token)) == 3, 20,
+                 "the job's three children")
+        yield {"smk": smk, "job": job_pid, "token": token, "dir": tmp_path}
+    finally:
+        for pid in processes_with(token) + [job_pid]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if smk.poll() is None:
+            smk.kill()
+        smk.wait()
 
 
 def job_gone(pid: int) -> bool:

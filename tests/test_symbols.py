@@ -1,6 +1,6 @@
 """Guest pc -> function: System.map lookup, checked against nm and addr2line on the real vmlinux.
 
-The built guest kernels (results/kernels/<variant>/) have no DWARF debug
+The built guest kernels (<results>/kernels/<variant>/, here the tests' build/test-results) have no DWARF debug
 information, so ``addr2line -f`` names a function from the ELF symbol table
 (and its sizes) and answers ``??`` in alignment padding after a function,
 where System.map (no sizes) still attributes the byte to that function.  The
@@ -18,13 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import snakemake
+from conftest import REPO, TEST_RESULTS, snakemake
 
 from guestio.exits.symbols import SymbolTable, is_section_marker
 
-REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data" / "kvmtrace"
-KERNELS = REPO / "results" / "kernels"
+KERNELS = TEST_RESULTS / "kernels"
 TEXT = set("tTwW")
 
 
@@ -123,6 +122,7 @@ def _samples(syms: list[tuple[int, str, str]], seed: int = 20100512) -> tuple[li
     return pcs, names
 
 
+@pytest.mark.boot  # builds the kernel if it is not built yet
 def test_matches_nm_on_real_vmlinux():
     d = _kernel("baseline")
     syms = _nm(d / "vmlinux")
@@ -137,6 +137,7 @@ def test_matches_nm_on_real_vmlinux():
         assert got[0] in names[start] and got[1] == pc - start, f"{pc:#x}: {got} vs nm {names[start]}+{pc - start:#x}"
 
 
+@pytest.mark.boot  # builds the kernel if it is not built yet
 def test_matches_addr2line_where_it_names_a_function():
     d = _kernel("baseline")
     syms = _nm(d / "vmlinux")
@@ -158,6 +159,7 @@ def test_matches_addr2line_where_it_names_a_function():
     assert named >= 150, f"addr2line named only {named} of {len(pcs)} addresses ({unnamed} '??')"
 
 
+@pytest.mark.boot  # builds the kernel if it is not built yet
 def test_known_functions_in_baseline():
     table = SymbolTable.from_system_map(_kernel("baseline") / "System.map")
     for name in ("acpi_pm_read", "ata_sff_dev_select", "ata_bmdma_status", "ata_bmdma_setup", "ata_sff_tf_load",
@@ -174,6 +176,7 @@ def _disassemble(vmlinux: Path, span: tuple[int, int]) -> str:
                            str(vmlinux)], capture_output=True, text=True, check=True).stdout
 
 
+@pytest.mark.boot  # builds the kernel if it is not built yet
 def test_pmtmr_variant_drops_the_pm_timer_verification():
     base, pm = _kernel("baseline"), _kernel("pmtmr")
     tb, tp = SymbolTable.from_system_map(base / "System.map"), SymbolTable.from_system_map(pm / "System.map")
