@@ -43,6 +43,8 @@ def test_default_and_paper_profiles_are_valid():
     merged = {k: ({**base[k], **paper.get(k, {})} if isinstance(base[k], dict) else base[k]) for k in base}
     gconfig.check(merged, SCHEMA)
     assert merged["vm"]["accel"] == "kvm"
+    for data in (base, merged):
+        assert gconfig.consistency_problems(data, kvm_device=Path("/dev/null")) == []
 
 
 def test_bad_enum_value_names_key_and_allowed_values(tmp_path):
@@ -112,6 +114,16 @@ def test_bonnie_file_too_small_for_its_ram(tmp_path):
     assert "exits.size_mib (256) must be at least twice exits.ram_mib (256)" in text
 
 
+def test_guest_memory_too_small_to_boot_the_image(tmp_path):
+    def mutate(c):
+        c["disk"].update(size_mib=2048, ram_mib=128)
+        c["vm"]["memory_mib"] = 192
+    text = run_for_real(tmp_path, mutate).stderr
+    assert "disk.ram_mib (128) is the benchmark guest's memory and too little to boot" in text
+    assert "vm.memory_mib (192) is the memory of smoke and probe guests and too little to boot" in text
+    assert "needs at least 212 MiB" in text  # 192 MiB was seen to panic with the 86 MiB image
+
+
 def test_benchmarked_variants_must_be_defined(tmp_path):
     def mutate(c):
         c["disk"]["variants"] = ["baseline", "napi"]
@@ -124,10 +136,11 @@ def test_benchmarked_variants_must_be_defined(tmp_path):
 def test_capacity_is_that_of_the_real_data_disk():
     assert 2900 < gconfig.data_disk_capacity_mib(3072) < 3072 - 64
     assert gconfig.consistency_problems(yaml.safe_load(DEFAULT.read_text())) == []
+    assert gconfig.min_guest_memory_mib(86) == 212 and gconfig.min_guest_memory_mib(None) == 212
 
 
 def test_kvm_without_dev_kvm_is_refused(tmp_path):
-    bad = {"image": {"data_disk_mib": 256}, "disk": {"size_mib": 64, "ram_mib": 32}, "vm": {"accel": "kvm"}}
+    bad = {"image": {"data_disk_mib": 1024}, "disk": {"size_mib": 512, "ram_mib": 256}, "vm": {"accel": "kvm"}}
     problems = gconfig.consistency_problems(bad, kvm_device=tmp_path / "kvm")
     assert problems == [f"vm.accel (kvm): {tmp_path / 'kvm'} does not exist on this host, so KVM cannot work; "
                         "use vm.accel: auto (KVM if it works, else TCG) or tcg"]

@@ -115,7 +115,32 @@ def _fits(file_mib: int, disk_mib: int) -> tuple[bool, float | None]:
     return need <= free, free
 
 
-def consistency_problems(config: dict, *, kvm_device: Path = KVM_DEVICE) -> list[str]:
+#: Size of the initramfs of the default package set (config/config.yaml), for a first run.
+DEFAULT_IMAGE_MIB = 86
+
+
+def min_guest_memory_mib(image_mib: float | None = None) -> int:
+    """The least guest memory that boots an initramfs of *image_mib* MiB into a ramfs root.
+
+    The compressed-free cpio and its unpacked copy are both in guest memory
+    while the kernel unpacks it, plus the kernel itself: measured with the
+    86 MiB default image under TCG, 192 MiB panics ("System is deadlocked on
+    memory") and 224 MiB boots.  Twice the image plus 40 MiB covers that.
+    """
+    image = DEFAULT_IMAGE_MIB if image_mib is None else image_mib
+    return int(2 * image + 40)
+
+
+def image_size_mib(results_dir: os.PathLike | str) -> float | None:
+    """Size of the initramfs already built into *results_dir*, or None before the first build."""
+    try:
+        return (Path(results_dir) / "image" / "initramfs.cpio").stat().st_size / (1024 * 1024)
+    except OSError:
+        return None
+
+
+def consistency_problems(config: dict, *, kvm_device: Path = KVM_DEVICE,
+                         image_mib: float | None = None) -> list[str]:
     """Problems of values that are each valid but cannot work together, each naming its keys.
 
     * a bonnie++ file (disk.size_mib, exits.size_mib) that does not fit on the
@@ -123,6 +148,10 @@ def consistency_problems(config: dict, *, kvm_device: Path = KVM_DEVICE) -> list
     * a bonnie++ file smaller than twice its RAM size (disk.ram_mib,
       exits.ram_mib): bonnie++ refuses, and the file would not exceed the
       page cache of the guest, which gets that much memory;
+    * guest memory (disk.ram_mib and exits.ram_mib, which the benchmark
+      guests get, and vm.memory_mib) too small to boot the image
+      (:func:`min_guest_memory_mib`; *image_mib*: the built image's size,
+      if known);
     * vm.accel: kvm on a host whose /dev/kvm is missing or not readable and
       writable (whether KVM really works is decided by the probe boot, the
       first VM job).
@@ -146,6 +175,17 @@ def consistency_problems(config: dict, *, kvm_device: Path = KVM_DEVICE) -> list
             problems.append(
                 f"{section}.size_mib ({size}) must be at least twice {section}.ram_mib ({ram}): bonnie++ "
                 "needs a file of twice the RAM so that it cannot be served from the page cache")
+    need = min_guest_memory_mib(image_mib)
+    image_note = (f"{image_mib:.0f} MiB image" if image_mib is not None
+                  else f"the default image, about {DEFAULT_IMAGE_MIB} MiB")
+    for key, mib in (("disk.ram_mib", config.get("disk", {}).get("ram_mib")),
+                     ("exits.ram_mib", config.get("exits", {}).get("ram_mib")),
+                     ("vm.memory_mib", config.get("vm", {}).get("memory_mib"))):
+        if mib is not None and mib < need:
+            what = "the benchmark guest's memory" if key != "vm.memory_mib" else "the memory of smoke and probe guests"
+            problems.append(
+                f"{key} ({mib}) is {what} and too little to boot: the initramfs unpacks into a ramfs root "
+                f"({image_note}), which needs at least {need} MiB; raise {key}")
     accel = config.get("vm", {}).get("accel")
     if accel == "kvm":
         if not kvm_device.exists():

@@ -20,7 +20,7 @@ try:
     # Fills in the schema's defaults.
     validate(config, "../schemas/config.schema.yaml")
     # Values that are each valid but cannot work together: before any job.
-    guestio.config.check_consistency(config)
+    guestio.config.check_consistency(config, image_mib=guestio.config.image_size_mib(config["results_dir"]))
 except guestio.config.ConfigError as error:
     raise WorkflowError(str(error))
 
