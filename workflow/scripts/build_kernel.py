@@ -4,7 +4,11 @@ import json
 import subprocess
 from pathlib import Path
 
+from guestio import lifetime
 from guestio.build import kernel
+
+# An interrupted or orphaned job stops its children and tidies up (guestio.lifetime).
+lifetime.die_with_snakemake()
 
 params = snakemake.params
 ccache_dir = Path(params.ccache_dir).expanduser() if params.ccache_dir else None

@@ -2,9 +2,13 @@
 
 from pathlib import Path
 
+from guestio import lifetime
 from guestio.analysis.measurements import frame, write_csv
 from guestio.vm.jobs import accelerator_of, guest_append, qemu_of, say_to, write_provenance
 from guestio.workloads import bonnie
+
+# An interrupted or orphaned job stops its children and tidies up (guestio.lifetime).
+lifetime.die_with_snakemake()
 
 inp, w, vm, disk = snakemake.input, snakemake.wildcards, dict(snakemake.params.vm), snakemake.params.disk
 outdir = Path(snakemake.output.csv).parent

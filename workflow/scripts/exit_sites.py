@@ -6,6 +6,7 @@ exits.kvm_recorded); TCG: the exitcount plugin, checked against QEMU's own trace
 
 from pathlib import Path
 
+from guestio import lifetime
 from guestio.exits import schema as exits
 from guestio.exits.backends import backend_for, kvm_sites, tcg_sites
 from guestio.exits.kvm import KvmExitTracer
@@ -13,6 +14,9 @@ from guestio.exits.tcg import ExitCounter
 from guestio.util import write_json_atomic
 from guestio.vm.jobs import accelerator_of, guest_append, qemu_of, say_to, write_provenance
 from guestio.workloads import bonnie
+
+# An interrupted or orphaned job stops its children and tidies up (guestio.lifetime).
+lifetime.die_with_snakemake()
 
 inp, out, w = snakemake.input, snakemake.output, snakemake.wildcards
 vm, cfg, recorded = dict(snakemake.params.vm), snakemake.params.exits, snakemake.params.recorded

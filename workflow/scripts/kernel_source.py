@@ -2,8 +2,12 @@
 
 from pathlib import Path
 
+from guestio import lifetime
 from guestio.build import kernel
 from guestio.util import write_json_atomic
+
+# An interrupted or orphaned job stops its children and tidies up (guestio.lifetime).
+lifetime.die_with_snakemake()
 
 info = kernel.extract_source(Path(snakemake.input.tarball), Path(snakemake.params.pristine))
 package = snakemake.params.debian_package

@@ -2,9 +2,13 @@
 
 from pathlib import Path
 
+from guestio import lifetime
 from guestio.vm.accel import probe_accelerator
 from guestio.util import write_json_atomic
 from guestio.vm.jobs import qemu_of
+
+# An interrupted or orphaned job stops its children and tidies up (guestio.lifetime).
+lifetime.die_with_snakemake()
 
 params = snakemake.params
 qemu = qemu_of(snakemake.input)

@@ -2,7 +2,11 @@
 
 from pathlib import Path
 
+from guestio import lifetime
 from guestio.vm.jobs import run_job, say_to, spec_from_config, write_provenance
+
+# An interrupted or orphaned job stops its children and tidies up (guestio.lifetime).
+lifetime.die_with_snakemake()
 
 inp, vm = snakemake.input, dict(snakemake.params.vm)
 outdir = Path(snakemake.output.provenance).parent

@@ -56,7 +56,7 @@ def probe_accelerator(
 
     def refuse(why: str) -> tuple[str, str]:
         if requested == "kvm":
-            raise AcceleratorError(f"kvm requested but {why}")
+            raise AcceleratorError(f"vm.accel: kvm requested but {why}")
         return "tcg", why
 
     if not KVM_DEVICE.exists():
