@@ -11,6 +11,7 @@ configfile: "config/config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/kernel.smk"
+include: "workflow/rules/qemu.smk"
 include: "workflow/rules/image.smk"
 include: "workflow/rules/run.smk"
 include: "workflow/rules/disk.smk"
@@ -22,6 +23,7 @@ rule all:
     default_target: True
     input:
         [kernel_outputs(v)["build"] for v in VARIANTS],
+        [qemu_outputs(v)["build"] for v in QEMU_VARIANTS],
         IMAGE,
         DATA_DISK,
         smoke_runs(),

@@ -64,8 +64,34 @@ def check_variants(config: dict, layers_root: Path) -> None:
         for variant in config.get(section, {}).get("variants", []):
             if variant not in config["variants"]:
                 problems.append(f"{section}.variants: {variant!r} is not a variant; variants: {', '.join(config['variants'])}")
+    problems += qemu_variant_problems(config)
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+#: QEMU patch layers: workflow/qemu/layers/<layer>/*.patch.
+QEMU_LAYERS_ROOT = Path(__file__).resolve().parents[1] / "qemu" / "layers"
+
+
+def qemu_variant_problems(config: dict, layers_root: Path = QEMU_LAYERS_ROOT) -> list[str]:
+    """Every layer a QEMU variant names must exist and hold patches; none with qemu.binary: host."""
+    qemu = config.get("qemu") or {}
+    variants = qemu.get("variants") or {"stock": []}
+    root = Path(layers_root)
+    known = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    problems = []
+    for variant, layers in variants.items():
+        if qemu.get("binary", "build") == "host" and layers:
+            problems.append(f"qemu.variants.{variant}: patch layers {', '.join(map(str, layers))} need qemu.binary: "
+                            "build (qemu.binary: host runs the distribution's binary, which cannot be patched)")
+            continue
+        for layer in layers or []:
+            if layer not in known:
+                problems.append(f"qemu.variants.{variant}: layer {layer!r} does not exist under {root}; "
+                                f"known layers: {', '.join(known) or 'none'}")
+            elif not any((root / layer).glob("*.patch")):
+                problems.append(f"qemu.variants.{variant}: layer {layer!r} has no *.patch files ({root / layer})")
+    return problems
 
 
 # --------------------------------------------------------------------------

@@ -8,6 +8,8 @@ from snakemake.utils import validate
 import guestio.config
 import guestio.lifetime
 import guestio.build.kconfig
+import guestio.build.patches
+import guestio.build.qemu
 import guestio.provenance
 
 REPO = Path(workflow.basedir)
@@ -78,6 +80,15 @@ def kernel_outputs(variant):
         "kconfig": f"{KERNEL_DIR}/{variant}/config",
         "build": f"{KERNEL_DIR}/{variant}/build.json",
     }
+
+
+# QEMU variants (qemu.variants: name -> patch layers) and what each one's runs use.
+QEMU_VARIANTS = list(config["qemu"]["variants"])
+
+
+def qemu_outputs(variant):
+    """{"binary": the QEMU binary, "build": its build.json} (guestio.build.qemu.load_build reads it)."""
+    return guestio.build.qemu.outputs(RESULTS, variant, config["qemu"])
 
 
 # Disk experiment: one job per (target, variant, disk, repetition).

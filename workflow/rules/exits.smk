@@ -4,19 +4,21 @@
 
 rule exit_plugin:
     input:
-        source=REPO / "workflow" / "plugin" / "exitcount.c",
+        code=REPO / "workflow" / "plugin" / "exitcount.c",
         makefile=REPO / "workflow" / "plugin" / "Makefile",
-        fetch=REPO / "workflow" / "plugin" / "fetch_header.sh",
+        # qemu-plugin.h comes from the same source tree the QEMU build uses.
+        source=f"{RESULTS}/qemu/source.json",
     output:
-        PLUGIN,
+        plugin=PLUGIN,
+        record=str(Path(PLUGIN).with_suffix(".json")),
     params:
-        build_dir=lambda w, output: str(Path(output[0]).parent.resolve()),
+        pristine=f"{BUILD}/src/qemu",
     log:
         f"{RESULTS}/exits/plugin-build.log",
     conda:
         CONDA_ENV
-    shell:
-        "(sh {input.fetch} {params.build_dir} && make -C workflow/plugin BUILD={params.build_dir}) > {log} 2>&1"
+    script:
+        "../scripts/build_plugin.py"
 
 
 rule exit_sites:
