@@ -220,3 +220,24 @@ def test_a_killed_holder_releases_and_readers_share(tmp_path):
             if r.poll() is None:
                 r.kill()
             r.wait()
+
+
+def test_hold_exclusive_lasts_as_long_as_the_process(tmp_path):
+    """What each Snakemake run does with its results_dir (common.smk, onstart)."""
+    results = tmp_path / "results"
+    holder = subprocess.Popen([sys.executable, "-c", f"""
+import sys
+from guestio.util import hold_exclusive
+hold_exclusive({str(results / ".snakemake-run")!r})
+print("held", flush=True)
+sys.stdin.readline()
+"""], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        assert lock_holders(lock_path(results / ".snakemake-run")) == [holder.pid]
+        holder.communicate("\n", timeout=10)
+        assert lock_holders(lock_path(results / ".snakemake-run")) == []
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+        holder.wait()

@@ -74,21 +74,8 @@ def _holder(lock_file: Path) -> str:
     return f"pid {text}" if text.isdigit() else "another process"
 
 
-@contextlib.contextmanager
-def exclusive(path: os.PathLike | str, *, shared: bool = False,
-              log: Callable[[str], None] | None = None,
-              poll_s: float = 0.5) -> Iterator[Path]:
-    """Hold a lock on *path* (a shared build tree) for the duration of the ``with`` block.
-
-    Two invocations of the pipeline (for example with different results
-    directories) share build/src/linux, build/kernel/<variant>, build/debs,
-    ... ; whoever writes such a tree holds it exclusively, whoever only reads
-    it may hold it *shared*.  The lock is an ``flock`` on ``<path>.lock``, so
-    it is released when the holder exits, however it dies (even SIGKILL):
-    a stale lock cannot exist.  While waiting, *log* (default: stderr) gets
-    "waiting for <lock> held by pid N" once, and "got <lock>" when it is ours.
-    Yields the lock file's path.
-    """
+def _acquire(path: os.PathLike | str, shared: bool, log: Callable[[str], None] | None,
+             poll_s: float) -> tuple[int, Path]:
     say = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     lock_file = lock_path(path)
     lock_file.parent.mkdir(parents=True, exist_ok=True)
@@ -110,6 +97,40 @@ def exclusive(path: os.PathLike | str, *, shared: bool = False,
         if not shared:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, lock_file
+
+
+@contextlib.contextmanager
+def exclusive(path: os.PathLike | str, *, shared: bool = False,
+              log: Callable[[str], None] | None = None,
+              poll_s: float = 0.5) -> Iterator[Path]:
+    """Hold a lock on *path* (a shared build tree) for the duration of the ``with`` block.
+
+    Two invocations of the pipeline (for example with different results
+    directories) share build/src/linux, build/kernel/<variant>, build/debs,
+    ... ; whoever writes such a tree holds it exclusively, whoever only reads
+    it may hold it *shared*.  The lock is an ``flock`` on ``<path>.lock``, so
+    it is released when the holder exits, however it dies (even SIGKILL):
+    a stale lock cannot exist.  While waiting, *log* (default: stderr) gets
+    "waiting for <lock> held by pid N" once, and "got <lock>" when it is ours.
+    Yields the lock file's path.
+    """
+    fd, lock_file = _acquire(path, shared, log, poll_s)
+    try:
         yield lock_file
     finally:
         os.close(fd)  # releases the flock
+
+
+_held: list[int] = []
+
+
+def hold_exclusive(path: os.PathLike | str, *, log: Callable[[str], None] | None = None,
+                   poll_s: float = 0.5) -> Path:
+    """:func:`exclusive` for the rest of this process's life (the lock goes when it exits)."""
+    fd, lock_file = _acquire(path, False, log, poll_s)
+    _held.append(fd)
+    return lock_file

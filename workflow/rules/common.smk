@@ -11,6 +11,7 @@ import guestio.build.kconfig
 import guestio.build.patches
 import guestio.build.qemu
 import guestio.provenance
+import guestio.util
 
 REPO = Path(workflow.basedir)
 LAYERS_ROOT = REPO / "workflow" / "kernel" / "layers"
@@ -30,8 +31,12 @@ except guestio.config.ConfigError as error:
 guestio.lifetime.clear_stale_snakemake_locks(Path.cwd())
 
 
+# Snakemake's own locks do not keep two runs on one results_dir apart (the first to end
+# removes every lock in .snakemake/locks): each run also holds its results_dir, for its
+# whole life; a second run waits for it ("waiting for ... held by pid N").
 onstart:
     guestio.lifetime.record_snakemake_locks(Path.cwd(), getattr(workflow.persistence, "_lockfile", {}).values())
+    guestio.util.hold_exclusive(Path(RESULTS) / ".snakemake-run")
 
 
 VARIANTS = list(config["variants"])
