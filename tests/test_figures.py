@@ -1,9 +1,12 @@
-"""Statistics (guestio.analysis.stats) and figures 1, 2, 6 (guestio.analysis.figures, workflow/scripts/plot_figure.py)."""
+"""Statistics (guestio.analysis.stats), the paper's claims (guestio.analysis.claims, claims.yaml) and
+figures 1, 2, 6 (guestio.analysis.figures, workflow/scripts/plot_figure.py)."""
 
 from __future__ import annotations
 
 import math
+import re
 import runpy
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,13 +14,18 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.stats
+import yaml
 
+from guestio.analysis import claims as claims_mod
 from guestio.analysis import figures
-from guestio.analysis.figures import CLAIMS, COLUMNS, FigureDataError, format_ratio, plot_comparison
+from guestio.analysis.claims import CLAIMS_FILE, ClaimsError, load_artifacts, load_claims
+from guestio.analysis.figures import FIGURE_CLAIMS, COLUMNS, FigureDataError, format_ratio, plot_comparison
 from guestio.analysis.stats import (bootstrap_mean_ci, bootstrap_ratio_ci, significance_mark, t_sf,
                            welch_significance, welch_t_test)
 
 REPO = Path(__file__).resolve().parents[1]
+PAPER = Path("/work/shared/paper/PAPER.md")
 SEED = 20100101
 
 # --- a results CSV that looks like a real one ------------------------------------------------------
@@ -143,11 +151,34 @@ def test_bootstrap_known_small_cases():
 
 def test_bootstrap_matches_the_documented_procedure():
     num, den = np.array([5.0, 7.0, 6.0, 9.0]), np.array([10.0, 12.0, 11.0])
+    # The procedure, written out with numpy: numerator indices first, then the denominator's.
     rng = np.random.default_rng(5)
     nm = num[rng.integers(0, 4, size=(2000, 4))].mean(axis=1)
     dm = den[rng.integers(0, 3, size=(2000, 3))].mean(axis=1)
     low, high = np.quantile(nm / dm, [0.025, 0.975])
-    assert bootstrap_ratio_ci(num, den, seed=5, n_resamples=2000) == (num.mean() / den.mean(), low, high)
+    ratio, rlow, rhigh = bootstrap_ratio_ci(num, den, seed=5, n_resamples=2000)
+    assert ratio == num.mean() / den.mean()
+    # scipy's quantile interpolates in another order of operations: equal to the last bit or two.
+    assert (rlow, rhigh) == pytest.approx((low, high), rel=1e-15, abs=0)
+    # And it is scipy.stats.bootstrap's percentile interval of that statistic, bit for bit.
+    res = scipy.stats.bootstrap((num, den), lambda a, b, axis: a.mean(axis) / b.mean(axis), n_resamples=2000,
+                                paired=False, method="percentile", rng=np.random.default_rng(5))
+    assert (rlow, rhigh) == (res.confidence_interval.low, res.confidence_interval.high)
+    values = [3.1, 2.7, 3.4, 2.9, 3.0]
+    rng = np.random.default_rng(11)
+    means = np.asarray(values)[rng.integers(0, 5, size=(10_000, 5))].mean(axis=1)
+    mean, mlow, mhigh = bootstrap_mean_ci(values, seed=11)
+    assert mean == np.mean(values)
+    assert (mlow, mhigh) == pytest.approx(tuple(np.quantile(means, [0.025, 0.975])), rel=1e-15, abs=0)
+
+
+def test_bootstrap_ratio_with_a_zero_denominator_resample_is_unbounded():
+    # Resamples of [0, 1] are all zeros a quarter of the time: their ratio is infinite, and the
+    # interval says so (the upper end is inf, not nan); no warning reaches the caller.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ratio, low, high = bootstrap_ratio_ci([1.0, 2.0], [0.0, 1.0], seed=1)
+    assert ratio == 3.0 and low == 1.0 and high == math.inf
 
 
 def test_bootstrap_one_value_has_no_ci_and_bad_input_raises():
@@ -166,6 +197,7 @@ def test_bootstrap_one_value_has_no_ci_and_bad_input_raises():
 
 
 def test_t_distribution_against_closed_forms():
+    # t_sf is scipy.stats.t.sf; the closed forms check the wrapper's sign and tail conventions.
     for t in (0.1, 0.8, 2.5, 12.0):
         assert 2 * t_sf(t, 1) == pytest.approx(1 - 2 * math.atan(t) / math.pi, rel=1e-12)   # Cauchy
         assert 2 * t_sf(t, 2) == pytest.approx(1 - t / math.sqrt(2 + t * t), rel=1e-12)
@@ -173,6 +205,10 @@ def test_t_distribution_against_closed_forms():
     assert t_sf(-2.0, 10) == pytest.approx(1 - t_sf(2.0, 10))
     assert 2 * t_sf(2.228138852, 10) == pytest.approx(0.05, abs=1e-8)  # tabulated t(0.975, 10)
     assert t_sf(1.959963985, 1e7) == pytest.approx(0.025, abs=1e-6)    # -> normal
+    assert t_sf(3.3, 4.7) == scipy.stats.t.sf(3.3, 4.7)                # non-integer df
+    assert t_sf(math.inf, 3) == 0.0 and t_sf(-math.inf, 3) == 1.0
+    with pytest.raises(ValueError, match="degrees of freedom"):
+        t_sf(1.0, 0)
 
 
 def test_welch_against_reference_and_numerical_integration():
@@ -182,12 +218,30 @@ def test_welch_against_reference_and_numerical_integration():
     assert t == pytest.approx(-1.897367, abs=1e-6)
     assert df == pytest.approx(5.882353, abs=1e-6)
     assert p == pytest.approx(0.1075, abs=5e-5)
+    # Welch's statistic and Welch-Satterthwaite df written out.
+    va, vb = np.var(a, ddof=1) / 5, np.var(b, ddof=1) / 5
+    assert t == pytest.approx((np.mean(a) - np.mean(b)) / math.sqrt(va + vb), rel=1e-14)
+    assert df == pytest.approx((va + vb) ** 2 / (va * va / 4 + vb * vb / 4), rel=1e-14)
     # The same p by integrating Student's t density numerically.
     x = np.linspace(abs(t), 2000.0, 4_000_001)
     log_c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
     pdf = np.exp(log_c - (df + 1) / 2 * np.log1p(x * x / df))
     assert p == pytest.approx(2 * float(np.sum((pdf[1:] + pdf[:-1]) / 2 * np.diff(x))), abs=1e-6)
     assert welch_significance(a, b) == p
+
+
+def test_welch_is_scipys_unequal_variance_t_test():
+    rng = np.random.default_rng(4)
+    for n, m in ((2, 2), (3, 7), (5, 5), (12, 4)):
+        a, b = rng.normal(100.0, 10.0, n), rng.normal(90.0, 25.0, m)
+        ref = scipy.stats.ttest_ind(a, b, equal_var=False)
+        assert welch_t_test(a, b) == (ref.statistic, ref.df, ref.pvalue)
+    # One group without spread (81 % CPU in every run) is ordinary input: scipy's answer, no warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t, df, p = welch_t_test([81.0, 81.0, 81.0], [70.0, 74.0, 77.0])
+    assert (t, df) == pytest.approx((np.sqrt(3) * 7.333333333333333 / np.sqrt(np.var([70, 74, 77], ddof=1)), 2.0))
+    assert p == pytest.approx(2 * scipy.stats.t.sf(t, 2.0), rel=1e-12)
 
 
 def test_welch_edge_cases_and_marks():
@@ -199,23 +253,230 @@ def test_welch_edge_cases_and_marks():
     assert significance_mark(float("nan")) == ""
 
 
-# --- figures: the claims table -------------------------------------------------------------------------
+# --- the paper's claims (claims.yaml) ------------------------------------------------------------------
 
-def test_claims_table_carries_the_papers_claims():
-    paper = (Path("/work/shared/paper/PAPER.md"))
-    assert set(CLAIMS) == {"fig1", "fig2", "fig6"}
-    fig1 = {p.ratio_label: p.paper for p in CLAIMS["fig1"].panels}
+def _paper_md() -> Path | None:
+    for candidate in (REPO.parent / "shared" / "paper" / "PAPER.md", REPO / "shared" / "paper" / "PAPER.md", PAPER):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _paper_table(text: str) -> dict[str, dict[str, str]]:
+    """PAPER.md's table "Artifacts and their claims": paper id -> {what, workload, claim}."""
+    section = text.split("## Artifacts and their claims", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0] not in ("id", "---"):
+            rows[cells[0]] = {"what": cells[1], "workload": cells[2], "claim": cells[3]}
+    return rows
+
+
+def test_every_claim_of_the_paper_is_in_the_claims_file_verbatim():
+    claims, artifacts = load_claims(), load_artifacts()
+    assert list(claims) == ["fig1", "fig2", "fig3", "fig4", "table1", "table2", "table3", "table4", "fig5",
+                            "fig6", "sec3_2_2", "fig7"]
+    assert {c.paper_id for c in claims.values()} == {a.paper_id for a in artifacts.values()}
+    path = _paper_md()
+    if path is None:
+        pytest.skip("PAPER.md is not here")
+    table = _paper_table(path.read_text())
+    assert len(table) == 12
+    assert [c.paper_id for c in claims.values()] == list(table)   # every row, in the paper's order
+    for claim in claims.values():
+        assert claim.statement == table[claim.paper_id]["claim"], claim.id
+    for artifact in artifacts.values():
+        row = table[artifact.paper_id]
+        assert (artifact.what, artifact.workload) == (row["what"], row["workload"]), artifact.id
+
+
+def _rule(claim_id, quantity_id):
+    return load_claims()[claim_id].quantity(quantity_id).verdict_rule
+
+
+def test_the_papers_numbers_as_encoded():
+    claims = load_claims()
+    for q in ("write_throughput", "write_cpu"):                      # Fig 1: about half
+        quantity = claims["fig1"].quantity(q)
+        assert (quantity.paper.relation, quantity.paper.value) == ("~", 0.5)
+        assert quantity.verdict_rule == claims_mod.VerdictRule("ratio_ci_contains",
+                                                               (("value", 0.5), ("tolerance", 0.1)))
+        assert dict(quantity.numerator) == {"target": "vm", "variant": "baseline"}
+        assert dict(quantity.denominator) == {"target": "native"}
+    assert _rule("fig2", "read_throughput")["value"] == 1.0
+    assert (_rule("fig2", "read_cpu")["expect"], _rule("fig2", "read_cpu")["reference"]) == (">", 1.0)
+    assert claims["fig3"].quantity("virtualisation_share").paper.value == 0.33           # Fig 3: about 33 %
+    assert _rule("fig3", "virtualisation_share")["value"] == 0.33
+    fig7 = claims["fig7"].quantity("throughput")                                        # Fig 7: > 60 %
+    assert (fig7.paper.relation, fig7.paper.value) == (">", 1.6)
+    assert (_rule("fig7", "throughput")["expect"], _rule("fig7", "throughput")["reference"]) == (">", 1.6)
+    sched = claims["sec3_2_2"]                                                          # §3.2.2
+    assert dict(sched.quantity("write_throughput").paper.numbers) == {"percent": 6.01}
+    assert dict(sched.quantity("read_throughput").paper.numbers) == {"percent": 5.64}
+    assert sched.quantity("write_throughput").paper.value == pytest.approx(1.0601)
+    assert sched.quantity("read_throughput").paper.value == pytest.approx(1.0564)
+    assert sched.quantity("bandwidth_control").verdict_rule.kind == "not_tested"
+    table4 = claims["table4"]                                                           # Table 4
+    for q, (before, after) in {"site1_exits": (111050, 17226), "site2_exits": (15864, 2343)}.items():
+        paper = table4.quantity(q).paper
+        assert dict(paper.numbers)["before"] == before and dict(paper.numbers)["after"] == after
+        assert after / before == pytest.approx(paper.value, abs=0.01)   # "about -85 %"
+        assert abs(after / before - _rule("table4", q)["value"]) <= _rule("table4", q)["tolerance"]
+    sites = _rule("table3", "hot_sites")["sites"]                                        # Table 3
+    assert [(s.function, s.caller) for s in sites] == [
+        ("acpi_pm_read", "verify_pmtmr_rate"), ("iowrite8", "ata_sff_dev_select"),
+        ("ioread8", "ata_bmdma_status"), ("iowrite32", "ata_bmdma_setup")]
+    assert _rule("table3", "hot_sites").get("at_least") is None                          # all four
+    # Every number these statements contain is among the numbers of their quantities.
+    for cid in ("fig3", "table4", "sec3_2_2", "fig7"):
+        encoded = {abs(v) for q in claims[cid].quantities for _, v in q.paper.numbers}
+        for number in re.findall(r"\d+(?:\.\d+)?", claims[cid].statement):
+            assert float(number) in encoded, (cid, number)
+
+
+def test_verdict_rules_use_the_documented_vocabulary():
+    header = "".join(line for line in CLAIMS_FILE.read_text().splitlines(True) if line.startswith("#"))
+    for kind, (required, optional) in claims_mod.VERDICT_RULES.items():
+        assert f"kind: {kind}" in header, kind
+        for field in required + optional:
+            assert f"{field}:" in header, (kind, field)
+    kinds = {q.verdict_rule.kind for c in load_claims().values() for q in c.quantities}
+    assert kinds == set(claims_mod.VERDICT_RULES)
+    for claim in load_claims().values():
+        for q in claim.quantities:
+            assert q.is_ratio or q.condition, (claim.id, q.id)
+            if q.paper.relation == "":
+                assert math.isnan(q.paper.value), (claim.id, q.id)
+
+
+def test_artifacts_exist_and_figures_are_the_pipelines():
+    artifacts = load_artifacts()
+    smk = "\n".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
+    rules = set(re.findall(r"^rule (\w+):", smk, re.M))
+    for artifact in artifacts.values():
+        assert artifact.built_by is None or artifact.built_by in rules, artifact.id
+        assert artifact.id in rules or artifact.built_by is None or artifact.kind != "figure", artifact.id
+    common = (REPO / "workflow" / "rules" / "common.smk").read_text()
+    pipeline_figures = set(re.findall(r'"(fig\d+)":', re.search(r"^FIGURES = \{.*\}$", common, re.M).group(0)))
+    assert set(FIGURE_CLAIMS) == pipeline_figures == {a.id for a in artifacts.values()
+                                                       if a.kind == "figure" and a.built_by}
+    claims = load_claims()
+    for claim in claims.values():
+        assert claim.artifacts and all(a.id in artifacts for a in claim.artifacts)
+    assert [p.title for p in claims["fig1"].figure_panels] == ["Block write throughput", "Block write CPU utilisation"]
+    assert claims["fig6"].figure_panels == FIGURE_CLAIMS["fig6"].panels
+    assert claims["fig3"].figure_panels == () and claims["table3"].figure_panels == ()
+
+
+def test_figures_take_their_claims_from_the_claims_file():
+    claims = load_claims()
+    fig1 = {p.ratio_label: p.paper for p in FIGURE_CLAIMS["fig1"].panels}
     assert fig1 == {"VM/native block write throughput": "about 0.5",
                     "VM/native block write CPU utilisation": "about 0.5"}
-    fig2 = {p.ratio_label: p.paper for p in CLAIMS["fig2"].panels}
+    fig2 = {p.ratio_label: p.paper for p in FIGURE_CLAIMS["fig2"].panels}
     assert fig2["VM/native block read throughput"] == "about 1.0"
     assert "ratio > 1" in fig2["VM/native block read CPU utilisation"]
-    assert CLAIMS["fig6"].panels[0].ratio_label == "pmtmr/baseline VM block write throughput"
-    assert "> 1" in CLAIMS["fig6"].panels[0].paper
-    if paper.exists():  # the claim text is the paper's, word for word
-        text = paper.read_text()
-        for spec in CLAIMS.values():
-            assert spec.claim in text, spec.fig_id
+    assert FIGURE_CLAIMS["fig6"].panels[0].ratio_label == "pmtmr/baseline VM block write throughput"
+    assert "> 1" in FIGURE_CLAIMS["fig6"].panels[0].paper
+    assert math.isnan(FIGURE_CLAIMS["fig6"].panels[1].paper_value)
+    for fig_id, spec in FIGURE_CLAIMS.items():
+        assert spec.claim == claims[spec.claim_id].statement
+        assert spec.testbed == claims_mod.load_paper().testbed
+    # The plotting code states no claim, label or paper value of its own.
+    source = (REPO / "workflow" / "guestio" / "analysis" / "figures.py").read_text()
+    for spec in FIGURE_CLAIMS.values():
+        for text in (spec.claim, spec.title, spec.testbed, *(p.ratio_label for p in spec.panels),
+                     *(p.paper for p in spec.panels), *(p.title for p in spec.panels)):
+            assert text not in source, text
+
+
+def test_the_figure_rule_depends_on_the_claims_and_every_analysis_module():
+    import subprocess
+    import sys
+
+    smk = (REPO / "workflow" / "rules" / "figures.smk").read_text()
+    listed = set(re.search(r"code=\[ANALYSIS / name for name in \(([^)]*)\)\]", smk).group(1).replace('"', "")
+                 .replace(" ", "").split(","))
+    out = subprocess.run([sys.executable, "-c", "import sys, guestio.analysis.figures; print(' '.join(sorted("
+                          "m.__file__ for n, m in sys.modules.items() if n.startswith('guestio.analysis.'))))"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert {Path(f).name for f in out} | {"claims.yaml"} <= listed
+
+
+# --- the claims loader: every problem named by claim and field -------------------------------------------
+
+def _write(tmp_path, data, name="claims.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    return path
+
+
+@pytest.fixture
+def data():
+    return yaml.safe_load(CLAIMS_FILE.read_text())
+
+
+def _claim(data, cid):
+    return next(c for c in data["claims"] if c["id"] == cid)
+
+
+def test_loader_round_trips_the_file(tmp_path, data):
+    assert load_claims(_write(tmp_path, data)) == load_claims()
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: _claim(d, "fig1")["quantities"][0]["verdict_rule"].update(tolerence=0.1),
+     r"claim fig1, quantities\[0\]\.verdict_rule: unknown key 'tolerence'; allowed keys: kind, tolerance, value"),
+    (lambda d: _claim(d, "fig2").pop("statement"), r"claim fig2: missing field 'statement'"),
+    (lambda d: _claim(d, "fig6")["artifacts"].append("fig9"), r"claim fig6\.artifacts\[1\]: 'fig9' is not an artifact"),
+    (lambda d: _claim(d, "fig7")["quantities"][0]["verdict_rule"].update(kind="about"),
+     r"claim fig7, quantities\[0\]\.verdict_rule\.kind: 'about' is not a verdict rule; kinds: ratio_ci_contains"),
+    (lambda d: _claim(d, "fig7")["quantities"][0]["verdict_rule"].update(expect=">="),
+     r"claim fig7, quantities\[0\]\.verdict_rule\.expect: '>=' is not allowed"),
+    (lambda d: _claim(d, "fig1")["quantities"][1]["verdict_rule"].pop("tolerance"),
+     r"claim fig1, quantities\[1\]\.verdict_rule: missing field 'tolerance'"),
+    (lambda d: _claim(d, "fig3")["quantities"][0]["paper"].update(value="a third"),
+     r"claim fig3, quantities\[0\]\.paper\.value: expected a number or null, got 'a third'"),
+    (lambda d: _claim(d, "fig3")["quantities"][0]["paper"].update(relation=""),
+     r"claim fig3, quantities\[0\]\.paper\.value: a value needs a relation"),
+    (lambda d: _claim(d, "table3")["quantities"][0]["verdict_rule"].update(at_least=5),
+     r"claim table3, quantities\[0\]\.verdict_rule\.at_least: 5 is more than the 4 sites listed"),
+    (lambda d: _claim(d, "table3")["quantities"][0].update(panel={"figure": "table3", "title": "x"}),
+     r"claim table3, quantities\[0\]\.panel\.figure: 'table3' is a table, not a figure"),
+    (lambda d: _claim(d, "fig6")["quantities"][1]["numerator"].update(variant="hz100"),
+     r"claim fig6, quantity write_cpu\.numerator: differs from quantity write_throughput's; all panels of fig6"),
+    (lambda d: _claim(d, "fig1")["quantities"][0]["numerator"].update(nic="e1000"),
+     r"claim fig1, quantities\[0\]\.numerator\.nic: not a column of the measurement table"),
+    (lambda d: _claim(d, "fig2")["quantities"][1].pop("denominator"),
+     r"claim fig2, quantities\[1\]: missing field 'denominator' \(a ratio needs numerator and denominator\)"),
+    (lambda d: d["claims"].append(dict(_claim(d, "fig1"))), r"claim fig1\.id: appears more than once"),
+    (lambda d: d["artifacts"]["fig1"].update(kind="chart"), r"artifact fig1\.kind: 'chart' is not allowed"),
+    (lambda d: d.update(claim=[]), r"\(top level\): unknown key 'claim'"),
+])
+def test_loader_errors_name_the_claim_and_field(tmp_path, data, mutate, message):
+    mutate(data)
+    with pytest.raises(ClaimsError, match=message):
+        load_claims(_write(tmp_path, data))
+
+
+def test_loader_lists_every_problem_at_once_and_rereads_an_edited_file(tmp_path, data):
+    path = _write(tmp_path, data)
+    assert load_claims(path)["fig1"].quantity("write_throughput").paper.value == 0.5
+    _claim(data, "fig1")["quantities"][0]["paper"]["value"] = 0.45
+    _claim(data, "fig4").pop("artifacts")
+    _claim(data, "fig5")["quantities"][0]["measure"] = "speed"
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True) + "\n# edited\n")
+    with pytest.raises(ClaimsError, match=r"\(2 problems\)") as err:
+        load_claims(path)
+    assert "claim fig4: missing field 'artifacts'" in str(err.value)
+    assert "claim fig5, quantities[0].measure: 'speed' is not allowed" in str(err.value)
+    _claim(data, "fig4")["artifacts"] = ["fig4"]
+    _claim(data, "fig5")["quantities"][0]["measure"] = "throughput"
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    assert load_claims(path)["fig1"].quantity("write_throughput").paper.value == 0.45
+    with pytest.raises(ClaimsError, match="cannot read the claims file"):
+        load_claims(tmp_path / "missing.yaml")
 
 
 # --- figures: output -------------------------------------------------------------------------------------
@@ -232,7 +493,7 @@ def test_figure_files_are_written_and_load(tmp_path, df, prov, fig_id):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([pdf.name, png.name])  # no temp files left
     assert result.outputs == [pdf, png]
     texts = "\n".join(result.texts)
-    assert CLAIMS[fig_id].claim in texts.replace("\n", " ")
+    assert FIGURE_CLAIMS[fig_id].claim in texts.replace("\n", " ")
     assert "n = 5" in texts
 
 
@@ -487,3 +748,18 @@ def test_plot_figure_script(tmp_path, df, prov):
     assert summary.ratio[0] == pytest.approx(
         raw(df, "vm", "pmtmr", "block_write_throughput").mean()
         / raw(df, "vm", "baseline", "block_write_throughput").mean())
+
+
+def test_loader_answers_wrong_types_with_claims_errors(tmp_path, data):
+    """A list or mapping where a name belongs, a null where a field is required: a ClaimsError, no crash."""
+    quantity = _claim(data, "fig1")["quantities"][0]
+    spots = [(quantity, key) for key in quantity] + [(quantity["paper"], k) for k in quantity["paper"]]
+    spots += [(quantity["verdict_rule"], k) for k in quantity["verdict_rule"]] + [(quantity["panel"], "figure")]
+    spots += [(_claim(data, "fig1"), "artifacts"), (data["artifacts"]["fig1"], "kind")]
+    for i, (node, key) in enumerate(spots):
+        for bad in (None, [], {"a": 1}):
+            original = node[key]
+            node[key] = bad
+            with pytest.raises(ClaimsError, match=r"claim fig1|artifact fig1"):
+                load_claims(_write(tmp_path, data, f"bad{i}.yaml"))
+            node[key] = original

@@ -1,11 +1,15 @@
 # Figures: each is a named target (`snakemake fig1`) and a path under results/figures/.
-# The plotting modules are inputs, so editing them reruns plotting and nothing else.
+# The plotting modules and the paper's claims (claims.yaml: titles, claims, the paper's
+# numbers) are inputs, so editing them reruns plotting and nothing else.
+
+ANALYSIS = REPO / "workflow" / "guestio" / "analysis"
+
 
 rule figure:
     input:
         csv=lambda w: f"{RESULTS}/tables/{FIGURES[w.fig]}.csv",
         provenance=lambda w: f"{RESULTS}/tables/{FIGURES[w.fig]}.provenance.json",
-        code=[REPO / "workflow" / "guestio" / "analysis" / "figures.py", REPO / "workflow" / "guestio" / "analysis" / "stats.py"],
+        code=[ANALYSIS / name for name in ("figures.py", "stats.py", "claims.py", "claims.yaml", "measurements.py")],
     output:
         pdf=f"{RESULTS}/figures/{{fig}}.pdf",
         png=f"{RESULTS}/figures/{{fig}}.png",

@@ -1,7 +1,8 @@
 """Figures 1, 2 and 6 of Zhang et al. (2010), reproduced from the long-form results CSV.
 
-One place holds what each figure is about (``CLAIMS``): its title, the paper's
-claim and the ratios it states.  Every number drawn or written comes from
+What each figure is about (``FIGURE_CLAIMS``: its title, the paper's claim, the
+ratios it states and the paper's values of them) comes from the claims file
+(``guestio.analysis.claims``, ``claims.yaml``).  Every number drawn or written comes from
 ``guestio.analysis.stats`` with the caller's seed, so the bars, the error bars, the
 annotation and the summary table agree and are identical on every rerun.
 
@@ -37,15 +38,16 @@ import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from guestio.analysis.claims import ClaimsError, FigureClaim, Panel, figure_claims
+from guestio.analysis.measurements import COLUMNS as _MEASUREMENT_COLUMNS
 from guestio.analysis.stats import (DEFAULT_CONFIDENCE, DEFAULT_N_RESAMPLES, SIGNIFICANCE_LEVEL, bootstrap_mean_ci,
                     bootstrap_ratio_ci, significance_mark, welch_significance)
 
-__all__ = ["COLUMNS", "CLAIMS", "Panel", "FigureClaim", "Condition", "FigureDataError", "FigureResult",
+__all__ = ["COLUMNS", "FIGURE_CLAIMS", "Panel", "FigureClaim", "Condition", "FigureDataError", "FigureResult",
            "plot_comparison", "plot_fig1", "plot_fig2", "plot_fig6", "summary_table", "summary_markdown",
            "write_summary_csv", "format_ratio", "condition_values"]
 
-COLUMNS = ("experiment", "target", "variant", "accelerator", "disk", "clocksource", "repetition",
-           "metric", "value", "unit")
+COLUMNS = tuple(_MEASUREMENT_COLUMNS)
 
 # Throughput units the CSV may carry, as the factor to MiB/s.
 THROUGHPUT_TO_MIB = {"KiB/s": 1.0 / 1024.0, "MiB/s": 1.0, "B/s": 1.0 / (1024.0 * 1024.0)}
@@ -55,67 +57,23 @@ class FigureDataError(ValueError):
     """The CSV lacks what a figure needs; the message names the figure."""
 
 
-@dataclass(frozen=True)
-class Panel:
-    metric: str        # CSV metric
-    quantity: str      # "throughput" (plotted in MiB/s) or "cpu" (%)
-    title: str         # panel title
-    ratio_label: str   # what the ratio is, e.g. "VM/native block write throughput"
-    paper: str         # the paper's value of that ratio, in words
-    paper_relation: str = ""          # machine-readable: "~" (about), ">" , "<" or "" (not stated)
-    paper_value: float = math.nan     # the number the relation refers to
+# The panels show throughput (in MiB/s) or CPU utilisation (%).
+DRAWABLE = ("throughput", "cpu")
 
 
-@dataclass(frozen=True)
-class FigureClaim:
-    fig_id: str             # "fig1"
-    paper_id: str           # "Fig 1"
-    title: str
-    claim: str              # the claim as the paper's text states it (PAPER.md)
-    experiment: str         # CSV experiment
-    numerator: str          # "vm:<variant>"
-    denominator: str        # "native" or "vm:<variant>" (same accelerator, disk, clocksource)
-    panels: tuple[Panel, ...]
+def _drawable(specs: dict[str, FigureClaim]) -> dict[str, FigureClaim]:
+    for spec in specs.values():
+        for panel in spec.panels:
+            if panel.quantity not in DRAWABLE:
+                raise ClaimsError(f"claim {spec.claim_id}, quantity {panel.ratio_label!r}: figure {spec.fig_id} "
+                                  f"cannot draw measure {panel.quantity!r}; it draws {', '.join(DRAWABLE)}")
+    return specs
 
 
-# The single place where the paper's claims live (from /work/shared/paper/PAPER.md).
-CLAIMS: dict[str, FigureClaim] = {
-    "fig1": FigureClaim(
-        fig_id="fig1", paper_id="Fig 1",
-        title="sequential block write, native vs VM (bonnie++)",
-        claim="VM throughput and CPU utilisation are both about half of native",
-        experiment="disk", numerator="vm:baseline", denominator="native",
-        panels=(
-            Panel("block_write_throughput", "throughput", "Block write throughput",
-                  "VM/native block write throughput", "about 0.5", "~", 0.5),
-            Panel("block_write_cpu", "cpu", "Block write CPU utilisation",
-                  "VM/native block write CPU utilisation", "about 0.5", "~", 0.5),
-        )),
-    "fig2": FigureClaim(
-        fig_id="fig2", paper_id="Fig 2",
-        title="sequential block read, native vs VM (bonnie++)",
-        claim="VM throughput about equal to native (page cache), VM CPU utilisation much higher",
-        experiment="disk", numerator="vm:baseline", denominator="native",
-        panels=(
-            Panel("block_read_throughput", "throughput", "Block read throughput",
-                  "VM/native block read throughput", "about 1.0", "~", 1.0),
-            Panel("block_read_cpu", "cpu", "Block read CPU utilisation",
-                  "VM/native block read CPU utilisation", "much higher (ratio > 1)", ">", 1.0),
-        )),
-    "fig6": FigureClaim(
-        fig_id="fig6", paper_id="Fig 6",
-        title="VM disk write before/after removing verify_pmtmr_rate (bonnie++)",
-        claim="write performance improves somewhat",
-        experiment="disk", numerator="vm:pmtmr", denominator="vm:baseline",
-        panels=(
-            Panel("block_write_throughput", "throughput", "Block write throughput",
-                  "pmtmr/baseline VM block write throughput", "improves somewhat (> 1)", ">", 1.0),
-            Panel("block_write_cpu", "cpu", "Block write CPU utilisation",
-                  "pmtmr/baseline VM block write CPU utilisation", "not stated"),
-        )),
-}
+# What each figure draws (title, the paper's claim, the ratios and the paper's values of them)
+# comes from the claims file, guestio/analysis/claims.yaml; nothing here states a claim.
+FIGURE_CLAIMS: dict[str, FigureClaim] = _drawable(figure_claims())
 
-PAPER_TESTBED = "KVM-76, host and guest Linux 2.6.27.7, Core2 Quad Q9550"
 TCG_WARNING = ("VM numbers come from QEMU TCG emulation, not KVM: they are not comparable "
                "to the paper's KVM numbers in absolute terms.")
 
@@ -214,25 +172,34 @@ class FigureResult:
 
 def _spec(fig_id: str) -> FigureClaim:
     try:
-        return CLAIMS[fig_id]
+        return FIGURE_CLAIMS[fig_id]
     except KeyError:
-        raise ValueError(f"unknown figure {fig_id!r}; known figures: {', '.join(CLAIMS)}") from None
+        raise ValueError(f"unknown figure {fig_id!r}; known figures: {', '.join(FIGURE_CLAIMS)}") from None
 
 
 def _fail(spec: FigureClaim, what: str) -> FigureDataError:
     return FigureDataError(f"{spec.fig_id} ({spec.paper_id}: {spec.title}): {what}")
 
 
-def _side(df: pd.DataFrame, side: str) -> pd.Series:
-    if side == "native":
-        return df["target"] == "native"
-    _, variant = side.split(":", 1)
-    return (df["target"] == "vm") & (df["variant"] == variant)
+def _side(df: pd.DataFrame, side: Mapping[str, str]) -> pd.Series:
+    """Rows matching every column -> value of one side (a numerator or denominator)."""
+    mask = pd.Series(True, index=df.index)
+    for column, value in side.items():
+        mask &= df[column].astype(str) == value
+    return mask
 
 
-def _describe_side(side: str) -> str:
-    return "native rows (target 'native')" if side == "native" else \
-        f"VM rows of variant {side.split(':', 1)[1]!r} (target 'vm')"
+def _is_native(side: Mapping[str, str]) -> bool:
+    return side.get("target") == "native"
+
+
+def _describe_side(side: Mapping[str, str]) -> str:
+    rest = {k: v for k, v in side.items() if k != "target"}
+    if _is_native(side) and not rest:
+        return "native rows (target 'native')"
+    if side.get("target") == "vm" and set(rest) == {"variant"}:
+        return f"VM rows of variant {rest['variant']!r} (target 'vm')"
+    return "rows with " + ", ".join(f"{k} {v!r}" for k, v in side.items())
 
 
 def _present(df: pd.DataFrame) -> str:
@@ -273,7 +240,7 @@ def _select(df: pd.DataFrame, spec: FigureClaim) -> tuple[pd.DataFrame, list[tup
     numerators = _conditions(rows[_side(rows, spec.numerator)])
     denominators = _conditions(rows[_side(rows, spec.denominator)])
     pairs: list[tuple[Condition, Condition]] = []
-    if spec.denominator == "native":
+    if _is_native(spec.denominator):
         if len(denominators) != 1:
             raise _fail(spec, "expected one native condition, found "
                               f"{len(denominators)}: {'; '.join(c.short() for c in denominators)}")
@@ -505,7 +472,7 @@ def _draw(spec: FigureClaim, provenance: Mapping, pairs, bars, ratios, seed: int
     if tcg:
         header += [(line, 10.0, "bold", "#b00000") for line in textwrap.wrap(TCG_WARNING, 105)]
     header += [(line, 10.0, "normal", "black") for line in
-               textwrap.wrap(f"Paper's claim ({spec.paper_id}; {PAPER_TESTBED}): {spec.claim}.", 125)]
+               textwrap.wrap(f"Paper's claim ({spec.paper_id}; {spec.testbed}): {spec.claim}.", 125)]
     panel_text = [_panel_lines(p, ratios) for p in spec.panels]
     n_panel_lines = max(len(t) for t in panel_text)
     n_tick_lines = max(c.label().count("\n") + 2 for c, _ in pairs)  # + "n = ..." line

@@ -1,0 +1,558 @@
+"""The paper's claims, loaded from ``claims.yaml`` beside this module and checked.
+
+``load_claims()`` returns ``{claim id: Claim}`` in the paper's order (PAPER.md's
+table); ``load_artifacts()`` the artifacts they are tested by; ``figure_claims()``
+what each figure draws, as the ``FigureClaim``/``Panel`` objects
+``guestio.analysis.figures`` uses.  The file's header documents its fields and
+the verdict-rule vocabulary (``VERDICT_RULES``).
+
+Every problem in the file is reported at once, each naming the claim (or
+artifact) and the field, e.g.::
+
+    invalid claims file .../claims.yaml (2 problems):
+      - claim fig1, quantities[0].verdict_rule: unknown key 'tolerence'; allowed keys: kind, tolerance, value
+      - claim fig6.artifacts[1]: 'fig9' is not an artifact; artifacts: fig1, fig2, ...
+
+Selectors (numerator, denominator, condition) and the paper's numbers are kept
+as tuples of (name, value) pairs, so that every object is immutable; ``dict()``
+of one gives the mapping.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple
+
+import yaml
+
+from guestio.analysis.measurements import COLUMNS as MEASUREMENT_COLUMNS
+
+__all__ = ["CLAIMS_FILE", "ClaimsError", "Paper", "Artifact", "PaperValue", "Site", "VerdictRule", "Quantity",
+           "Claim", "Panel", "FigureClaim", "load_claims", "load_artifacts", "load_paper", "figure_claims",
+           "ARTIFACT_KINDS", "MEASURES", "RELATIONS", "DIRECTIONS", "VERDICT_RULES"]
+
+CLAIMS_FILE = Path(__file__).with_name("claims.yaml")
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml's where PyYAML has it: the same, faster
+
+ARTIFACT_KINDS = ("figure", "table", "text")
+MEASURES = ("throughput", "cpu", "latency", "exits", "share", "sites")
+RELATIONS = ("~", ">", "<", "=", "!=", "")
+DIRECTIONS = (">", "<", "!=")
+#: verdict rule kind -> (required fields, optional fields), besides "kind".
+VERDICT_RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "ratio_ci_contains": (("value", "tolerance"), ()),
+    "direction": (("expect", "reference"), ()),
+    "sites_include": (("sites",), ("top", "at_least")),
+    "not_tested": (("reason",), ()),
+}
+
+_ID = re.compile(r"^[a-z0-9_]+$")   # claim, artifact and quantity ids
+
+_TOP_KEYS = ({"paper", "artifacts", "claims"}, set())
+_PAPER_INFO_KEYS = ({"citation", "testbed"}, set())
+_ARTIFACT_KEYS = ({"paper_id", "kind", "what", "workload", "built_by"}, {"title"})
+_CLAIM_KEYS = ({"id", "paper_id", "statement", "artifacts", "quantities"}, {"note"})
+_QUANTITY_KEYS = ({"id", "label", "measure", "metric", "paper", "verdict_rule"},
+                  {"experiment", "numerator", "denominator", "condition", "panel", "note"})
+_PAPER_KEYS = ({"text", "relation", "value"}, {"numbers"})
+_PANEL_KEYS = ({"figure", "title"}, set())
+_SITE_KEYS = ({"function"}, {"caller"})
+
+
+class ClaimsError(ValueError):
+    """The claims file is malformed; the message lists every problem with its claim id and field."""
+
+
+# --- the objects -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Paper:
+    citation: str
+    testbed: str     # one line, as the figures print it beside the paper's claim
+
+
+@dataclass(frozen=True)
+class Artifact:
+    id: str
+    paper_id: str
+    kind: str                 # figure | table | text
+    what: str                 # PAPER.md's "what" column
+    workload: str             # PAPER.md's "workload" column
+    built_by: str | None      # the Snakemake rule that makes guestio's version, None if none yet
+    title: str = ""           # figures: guestio's figure title
+
+
+@dataclass(frozen=True)
+class PaperValue:
+    text: str                          # in words, as a figure prints it
+    relation: str                      # one of RELATIONS
+    value: float                       # nan when the text states no number
+    numbers: tuple[tuple[str, float], ...] = ()   # the text's own numbers, by name
+
+
+class Site(NamedTuple):
+    """An exit site a sites_include rule looks for: its guest function and, where given, its caller."""
+
+    function: str
+    caller: str | None = None
+
+
+@dataclass(frozen=True)
+class VerdictRule:
+    kind: str                                   # one of VERDICT_RULES
+    params: tuple[tuple[str, Any], ...] = ()    # its fields, in the file's order
+
+    def __getitem__(self, key: str) -> Any:
+        return dict(self.params)[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return dict(self.params).get(key, default)
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One panel of a figure: a ratio drawn with the paper's value of it."""
+
+    metric: str        # CSV metric
+    quantity: str      # "throughput" (plotted in MiB/s) or "cpu" (%)
+    title: str         # panel title
+    ratio_label: str   # what the ratio is, e.g. "VM/native block write throughput"
+    paper: str         # the paper's value of that ratio, in words
+    paper_relation: str = ""          # machine-readable: "~" (about), ">" , "<" or "" (not stated)
+    paper_value: float = math.nan     # the number the relation refers to
+
+
+@dataclass(frozen=True)
+class Quantity:
+    id: str
+    label: str
+    measure: str                                  # one of MEASURES
+    metric: str
+    paper: PaperValue
+    verdict_rule: VerdictRule
+    experiment: str | None = None
+    numerator: tuple[tuple[str, str], ...] | None = None     # column -> value selectors
+    denominator: tuple[tuple[str, str], ...] | None = None
+    condition: tuple[tuple[str, str], ...] | None = None
+    figure: str | None = None                     # the artifact id of the figure drawing it
+    panel: Panel | None = None                    # how that figure draws it
+    note: str = ""
+
+    @property
+    def is_ratio(self) -> bool:
+        return self.numerator is not None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One row of PAPER.md's table: the paper's statement and the quantities that test it."""
+
+    id: str
+    paper_id: str
+    statement: str                      # PAPER.md's "claim in the text", verbatim
+    artifacts: tuple[Artifact, ...]     # the artifacts that test it
+    quantities: tuple[Quantity, ...]
+    note: str = ""
+
+    @property
+    def artifact_ids(self) -> tuple[str, ...]:
+        return tuple(a.id for a in self.artifacts)
+
+    @property
+    def figure_panels(self) -> tuple[Panel, ...]:
+        """The panels of the figures that draw this claim (empty when no figure does), in order."""
+        return tuple(q.panel for q in self.quantities if q.figure is not None)
+
+    def quantity(self, quantity_id: str) -> Quantity:
+        for q in self.quantities:
+            if q.id == quantity_id:
+                return q
+        raise KeyError(f"claim {self.id}: no quantity {quantity_id!r}; quantities: "
+                       f"{', '.join(q.id for q in self.quantities)}")
+
+
+@dataclass(frozen=True)
+class FigureClaim:
+    """What one figure draws: its claim and the panels, all with one numerator and denominator."""
+
+    fig_id: str             # "fig1"
+    paper_id: str           # "Fig 1"
+    title: str
+    claim: str              # the claim as the paper's text states it (PAPER.md)
+    experiment: str         # CSV experiment
+    numerator: Mapping[str, str] = field(hash=False)    # column -> value: {"target": "vm", "variant": "baseline"}
+    denominator: Mapping[str, str] = field(hash=False)  # {"target": "native"}; a VM one pairs by setting
+    panels: tuple[Panel, ...] = ()
+    claim_id: str = ""
+    testbed: str = ""       # the paper's testbed, printed beside its claim
+
+
+# --- checking ----------------------------------------------------------------------------------------
+
+class _Problems:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def add(self, where: str, what: str) -> None:
+        self.lines.append(f"{where}: {what}")
+
+
+def _member(value: Any, allowed) -> bool:
+    """``value in allowed`` for a string; False for anything else (a list or mapping is never a name)."""
+    return isinstance(value, str) and value in allowed
+
+
+def _keys(p: _Problems, where: str, node: Any, keys: tuple[set[str], set[str]]) -> bool:
+    """Check a mapping's keys; False (and a problem) when node is not a mapping."""
+    required, optional = keys
+    if not isinstance(node, Mapping):
+        p.add(where, f"expected a mapping with keys {', '.join(sorted(required | optional))}, "
+                     f"got {type(node).__name__}")
+        return False
+    allowed = required | optional
+    for key in node:
+        if key not in allowed:
+            p.add(where, f"unknown key {key!r}; allowed keys: {', '.join(sorted(allowed))}")
+    for key in sorted(required - set(node)):
+        p.add(where, f"missing field {key!r}")
+    return True
+
+
+def _text(p: _Problems, where: str, node: Mapping, key: str, *, empty: bool = False) -> str:
+    value = node.get(key)
+    if key not in node:
+        return ""
+    if not isinstance(value, str) or (not empty and not value.strip()):
+        p.add(f"{where}.{key}", f"expected {'a' if empty else 'a non-empty'} string, got {value!r}")
+        return ""
+    return value
+
+
+def _number(p: _Problems, where: str, value: Any, *, nullable: bool = False, minimum: float | None = None) -> float:
+    if value is None and nullable:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        p.add(where, f"expected a number{' or null' if nullable else ''}, got {value!r}")
+        return math.nan
+    if minimum is not None and value < minimum:
+        p.add(where, f"must be at least {minimum:g}, got {value!r}")
+    return float(value)
+
+
+def _selector(p: _Problems, where: str, node: Any, drawn: bool) -> tuple[tuple[str, str], ...] | None:
+    if not isinstance(node, Mapping) or not node:
+        p.add(where, f"expected a non-empty mapping of column -> value, got {node!r}")
+        return None
+    out = []
+    for column, value in node.items():
+        if not isinstance(column, str) or not column:
+            p.add(where, f"column {column!r} is not a name")
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            p.add(f"{where}.{column}", f"expected a string or number, got {value!r}")
+            continue
+        if drawn and column not in MEASUREMENT_COLUMNS:
+            p.add(f"{where}.{column}", f"not a column of the measurement table (a figure draws this "
+                                       f"quantity); columns: {', '.join(MEASUREMENT_COLUMNS)}")
+        out.append((column, str(value)))
+    return tuple(out)
+
+
+def _verdict_rule(p: _Problems, where: str, node: Any, measure: str) -> VerdictRule | None:
+    if not isinstance(node, Mapping) or "kind" not in node:
+        p.add(where, f"expected a mapping with a 'kind' ({', '.join(VERDICT_RULES)}), got {node!r}")
+        return None
+    kind = node["kind"]
+    if not _member(kind, VERDICT_RULES):
+        p.add(f"{where}.kind", f"{kind!r} is not a verdict rule; kinds: {', '.join(VERDICT_RULES)}")
+        return None
+    required, optional = VERDICT_RULES[kind]
+    _keys(p, where, node, ({"kind", *required}, set(optional)))
+    params: dict[str, Any] = {}
+    if kind == "ratio_ci_contains":
+        params["value"] = _number(p, f"{where}.value", node.get("value"))
+        params["tolerance"] = _number(p, f"{where}.tolerance", node.get("tolerance"), minimum=0.0)
+    elif kind == "direction":
+        expect = node.get("expect")
+        if not _member(expect, DIRECTIONS):
+            p.add(f"{where}.expect", f"{expect!r} is not allowed; allowed values: {', '.join(DIRECTIONS)}")
+        params["expect"] = expect
+        params["reference"] = _number(p, f"{where}.reference", node.get("reference"))
+    elif kind == "sites_include":
+        sites = node.get("sites")
+        parsed = []
+        if not isinstance(sites, list) or not sites:
+            p.add(f"{where}.sites", f"expected a non-empty list of {{function, caller}}, got {sites!r}")
+        else:
+            for i, site in enumerate(sites):
+                sw = f"{where}.sites[{i}]"
+                if _keys(p, sw, site, _SITE_KEYS):
+                    parsed.append(Site(_text(p, sw, site, "function"), _text(p, sw, site, "caller") or None))
+        params["sites"] = tuple(parsed)
+        for key in ("top", "at_least"):
+            if key in node:
+                value = node[key]
+                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                    p.add(f"{where}.{key}", f"expected a positive integer, got {value!r}")
+                params[key] = value
+        if isinstance(params.get("at_least"), int) and parsed and params["at_least"] > len(parsed):
+            p.add(f"{where}.at_least", f"{params['at_least']} is more than the {len(parsed)} sites listed")
+        if measure != "sites":
+            p.add(f"{where}.kind", f"sites_include judges exit sites; the quantity's measure is {measure!r}")
+    elif kind == "not_tested":
+        params["reason"] = _text(p, where, node, "reason")
+    if kind in ("ratio_ci_contains", "direction") and measure == "sites":
+        p.add(f"{where}.kind", f"{kind} judges a number; a quantity of measure 'sites' needs sites_include")
+    return VerdictRule(kind, tuple(params.items()))
+
+
+def _paper(p: _Problems, where: str, node: Any) -> PaperValue | None:
+    if not _keys(p, where, node, _PAPER_KEYS):
+        return None
+    text = _text(p, where, node, "text")
+    relation = node.get("relation", "")
+    if not _member(relation, RELATIONS):
+        p.add(f"{where}.relation", f"{relation!r} is not allowed; allowed values: "
+                                   f"{', '.join(repr(r) for r in RELATIONS)}")
+    value = _number(p, f"{where}.value", node.get("value"), nullable=True) if "value" in node else math.nan
+    if relation == "" and not math.isnan(value):
+        p.add(f"{where}.value", "a value needs a relation (relation '' means the text states no number)")
+    if relation in RELATIONS and relation != "" and node.get("value", 0) is None:
+        p.add(f"{where}.value", f"relation {relation!r} needs the number it refers to")
+    numbers = []
+    raw = node.get("numbers", {})
+    if not isinstance(raw, Mapping):
+        p.add(f"{where}.numbers", f"expected a mapping of name -> number, got {raw!r}")
+    else:
+        for name, number in raw.items():
+            numbers.append((str(name), _number(p, f"{where}.numbers.{name}", number)))
+    return PaperValue(text, relation if relation in RELATIONS else "", value, tuple(numbers))
+
+
+def _artifacts(p: _Problems, node: Any) -> dict[str, Artifact]:
+    out: dict[str, Artifact] = {}
+    if not isinstance(node, Mapping) or not node:
+        p.add("artifacts", "expected a non-empty mapping of artifact id -> artifact")
+        return out
+    for aid, a in node.items():
+        where = f"artifact {aid}"
+        if not isinstance(aid, str) or not _ID.match(aid):
+            p.add(where, f"id {aid!r} does not match {_ID.pattern}")
+            continue
+        if not _keys(p, where, a, _ARTIFACT_KEYS):
+            continue
+        kind = a.get("kind")
+        if "kind" in a and not _member(kind, ARTIFACT_KINDS):
+            p.add(f"{where}.kind", f"{kind!r} is not allowed; allowed values: {', '.join(ARTIFACT_KINDS)}")
+        built_by = a.get("built_by")
+        if built_by is not None and (not isinstance(built_by, str) or not built_by):
+            p.add(f"{where}.built_by", f"expected a rule name or null, got {built_by!r}")
+        title = _text(p, where, a, "title")
+        if title and kind != "figure":
+            p.add(f"{where}.title", "only figures have a title")
+        out[aid] = Artifact(aid, _text(p, where, a, "paper_id"), kind, _text(p, where, a, "what"),
+                            _text(p, where, a, "workload"), built_by, title)
+    return out
+
+
+def _quantity(p: _Problems, where: str, node: Any, claim_artifacts: list[str],
+              artifacts: Mapping[str, Artifact]) -> Quantity | None:
+    if not _keys(p, where, node, _QUANTITY_KEYS):
+        return None
+    qid = node.get("id")
+    if "id" in node and (not isinstance(qid, str) or not _ID.match(qid)):
+        p.add(f"{where}.id", f"{qid!r} does not match {_ID.pattern}")
+    measure = node.get("measure")
+    if "measure" in node and not _member(measure, MEASURES):
+        p.add(f"{where}.measure", f"{measure!r} is not allowed; allowed values: {', '.join(MEASURES)}")
+    figure = title = None
+    if "panel" in node:
+        pw = f"{where}.panel"
+        if _keys(p, pw, node["panel"], _PANEL_KEYS):
+            figure, title = node["panel"].get("figure"), _text(p, pw, node["panel"], "title")
+            if not _member(figure, artifacts):
+                p.add(f"{pw}.figure", f"{figure!r} is not an artifact; artifacts: {', '.join(artifacts)}")
+                figure = None
+            elif artifacts[figure].kind != "figure":
+                p.add(f"{pw}.figure", f"{figure!r} is a {artifacts[figure].kind}, not a figure")
+                figure = None
+            elif figure not in claim_artifacts:
+                p.add(f"{pw}.figure", f"{figure!r} is not among the claim's artifacts "
+                                      f"({', '.join(claim_artifacts)})")
+            if "experiment" not in node:
+                p.add(f"{where}.experiment", "missing field 'experiment' (a figure draws this quantity)")
+    drawn = figure is not None
+    has_ratio = "numerator" in node or "denominator" in node
+    numerator = denominator = condition = None
+    if has_ratio and "condition" in node:
+        p.add(where, "has both numerator/denominator and condition; a quantity is a ratio or one condition")
+    if has_ratio:
+        for key in ("numerator", "denominator"):
+            if key not in node:
+                p.add(where, f"missing field {key!r} (a ratio needs numerator and denominator)")
+        numerator = _selector(p, f"{where}.numerator", node.get("numerator"), drawn) if "numerator" in node else None
+        denominator = (_selector(p, f"{where}.denominator", node.get("denominator"), drawn)
+                       if "denominator" in node else None)
+    elif "condition" in node:
+        condition = _selector(p, f"{where}.condition", node["condition"], drawn)
+    else:
+        p.add(where, "missing field 'numerator'/'denominator' (a ratio) or 'condition' (one condition)")
+    if drawn and not has_ratio:
+        p.add(f"{where}.panel", "a figure draws ratios: the quantity needs numerator and denominator")
+    experiment = _text(p, where, node, "experiment") or None
+    paper = _paper(p, f"{where}.paper", node.get("paper")) if "paper" in node else None
+    rule = (_verdict_rule(p, f"{where}.verdict_rule", node["verdict_rule"], measure)
+            if "verdict_rule" in node else None)
+    if paper is None or rule is None:
+        return None
+    label, metric = _text(p, where, node, "label"), _text(p, where, node, "metric")
+    panel = (Panel(metric, measure, title or "", label, paper.text, paper.relation, paper.value)
+             if drawn else None)
+    return Quantity(id=qid, label=label, measure=measure, metric=metric, paper=paper, verdict_rule=rule,
+                    experiment=experiment, numerator=numerator, denominator=denominator, condition=condition,
+                    figure=figure, panel=panel, note=_text(p, where, node, "note"))
+
+
+def _claims(p: _Problems, node: Any, artifacts: Mapping[str, Artifact]) -> dict[str, Claim]:
+    out: dict[str, Claim] = {}
+    if not isinstance(node, list) or not node:
+        p.add("claims", "expected a non-empty list of claims")
+        return out
+    for i, c in enumerate(node):
+        cid = c.get("id") if isinstance(c, Mapping) else None
+        where = f"claim {cid}" if isinstance(cid, str) else f"claims[{i}]"
+        if not _keys(p, where, c, _CLAIM_KEYS):
+            continue
+        if "id" not in c:
+            continue  # reported as a missing field
+        if not isinstance(cid, str) or not _ID.match(cid):
+            p.add(f"{where}.id", f"{cid!r} does not match {_ID.pattern}")
+            continue
+        if cid in out:
+            p.add(f"{where}.id", "appears more than once")
+            continue
+        ids = c.get("artifacts")
+        claim_artifacts: list[str] = []
+        if "artifacts" not in c:
+            pass  # reported as a missing field
+        elif not isinstance(ids, list) or not ids:
+            p.add(f"{where}.artifacts", f"expected a non-empty list of artifact ids, got {ids!r}")
+        else:
+            for j, aid in enumerate(ids):
+                if not _member(aid, artifacts):
+                    p.add(f"{where}.artifacts[{j}]", f"{aid!r} is not an artifact; artifacts: "
+                                                     f"{', '.join(artifacts)}")
+                else:
+                    claim_artifacts.append(aid)
+        quantities: list[Quantity] = []
+        raw = c.get("quantities")
+        if "quantities" not in c:
+            pass  # reported as a missing field
+        elif not isinstance(raw, list) or not raw:
+            p.add(f"{where}.quantities", "expected a non-empty list of quantities")
+        else:
+            for j, q in enumerate(raw):
+                quantity = _quantity(p, f"{where}, quantities[{j}]", q, claim_artifacts, artifacts)
+                if quantity is None:
+                    continue
+                if any(quantity.id == other.id for other in quantities):
+                    p.add(f"{where}, quantities[{j}].id", f"{quantity.id!r} appears more than once")
+                quantities.append(quantity)
+        out[cid] = Claim(cid, _text(p, where, c, "paper_id"), _text(p, where, c, "statement"),
+                         tuple(artifacts[a] for a in claim_artifacts), tuple(quantities),
+                         _text(p, where, c, "note"))
+    return out
+
+
+def _figures(p: _Problems, claims: Mapping[str, Claim], artifacts: Mapping[str, Artifact],
+             paper: Paper) -> dict[str, FigureClaim]:
+    """Group the drawn quantities by figure; one claim, experiment, numerator and denominator each."""
+    drawn: dict[str, list[tuple[Claim, Quantity]]] = {}
+    for claim in claims.values():
+        for q in claim.quantities:
+            if q.figure is not None:
+                drawn.setdefault(q.figure, []).append((claim, q))
+    out: dict[str, FigureClaim] = {}
+    for fig_id, items in drawn.items():
+        artifact = artifacts[fig_id]
+        owners = sorted({c.id for c, _ in items})
+        if len(owners) > 1:
+            p.add(f"artifact {fig_id}", f"panels come from several claims ({', '.join(owners)}); a figure "
+                                        "shows one claim")
+            continue
+        claim = items[0][0]
+        first = items[0][1]
+        if any(q.numerator is None or q.denominator is None for _, q in items):
+            continue  # already reported: a figure draws ratios
+        for _, q in items[1:]:
+            for field in ("experiment", "numerator", "denominator"):
+                if getattr(q, field) != getattr(first, field):
+                    p.add(f"claim {claim.id}, quantity {q.id}.{field}",
+                          f"differs from quantity {first.id}'s; all panels of {fig_id} share it")
+        if not artifact.title:
+            p.add(f"artifact {fig_id}", "missing field 'title' (a figure draws it)")
+        out[fig_id] = FigureClaim(fig_id, artifact.paper_id, artifact.title, claim.statement, first.experiment,
+                                  dict(first.numerator), dict(first.denominator),
+                                  tuple(q.panel for _, q in items), claim.id, paper.testbed)
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def _load(path: str, mtime_ns: int, size: int) -> tuple[Paper, dict[str, Artifact], dict[str, Claim],
+                                                        dict[str, FigureClaim]]:
+    """The parsed file; the cache key has the file's mtime and size, so an edited file is read again."""
+    p = _Problems()
+    try:
+        data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_SAFE_LOADER)
+    except (OSError, yaml.YAMLError) as e:
+        raise ClaimsError(f"cannot read the claims file {path}: {e}") from None
+    if not _keys(p, "(top level)", data, _TOP_KEYS):
+        raise ClaimsError(f"invalid claims file {path}: " + p.lines[0])
+    paper = Paper("", "")
+    if _keys(p, "paper", data.get("paper"), _PAPER_INFO_KEYS):
+        paper = Paper(_text(p, "paper", data["paper"], "citation"), _text(p, "paper", data["paper"], "testbed"))
+    artifacts = _artifacts(p, data.get("artifacts"))
+    claims = _claims(p, data.get("claims"), artifacts)
+    figures = _figures(p, claims, artifacts, paper)
+    if p.lines:
+        n = len(p.lines)
+        raise ClaimsError(f"invalid claims file {path} ({n} problem{'s' if n > 1 else ''}):\n"
+                          + "\n".join(f"  - {line}" for line in p.lines))
+    return paper, artifacts, claims, figures
+
+
+def _cached(path: str | os.PathLike | None):
+    resolved = Path(path if path is not None else CLAIMS_FILE).resolve()
+    try:
+        st = resolved.stat()
+    except OSError as e:
+        raise ClaimsError(f"cannot read the claims file {resolved}: {e}") from None
+    return _load(str(resolved), st.st_mtime_ns, st.st_size)
+
+
+def load_claims(path: str | os.PathLike | None = None) -> dict[str, Claim]:
+    """{claim id: Claim} of the claims file (default: ``claims.yaml`` beside this module), in its order.
+
+    Raises ClaimsError listing every problem of the file.
+    """
+    return dict(_cached(path)[2])
+
+
+def load_paper(path: str | os.PathLike | None = None) -> Paper:
+    """The paper's citation and testbed, from the claims file."""
+    return _cached(path)[0]
+
+
+def load_artifacts(path: str | os.PathLike | None = None) -> dict[str, Artifact]:
+    """{artifact id: Artifact} of the claims file."""
+    return dict(_cached(path)[1])
+
+
+def figure_claims(path: str | os.PathLike | None = None) -> dict[str, FigureClaim]:
+    """{figure id: FigureClaim} for every figure that draws panels, in the order of the claims."""
+    return dict(_cached(path)[3])
