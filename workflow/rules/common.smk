@@ -96,6 +96,16 @@ def qemu_outputs(variant):
     return guestio.build.qemu.outputs(RESULTS, variant, config["qemu"])
 
 
+if config["vm"]["qemu"] not in QEMU_VARIANTS:
+    raise WorkflowError(f"invalid configuration: vm.qemu: {config['vm']['qemu']!r} is not a QEMU variant; "
+                        f"qemu.variants defines: {', '.join(QEMU_VARIANTS)}")
+
+
+def run_qemu(wildcards=None):
+    """The build.json of the QEMU that VM runs use: one build for both sides of every comparison."""
+    return qemu_outputs(config["vm"]["qemu"])["build"]
+
+
 # Disk experiment: one job per (target, variant, disk, repetition).
 DISK = config["disk"]
 DISK_REPS = range(DISK["repetitions"])

@@ -26,6 +26,7 @@ rule disk_vm:
         data_disk=DATA_DISK,
         accelerator=ACCELERATOR,
         host=HOST_SNAPSHOT,
+        qemu=run_qemu,
         job=JOBS_DIR / "bonnie.sh",
     output:
         csv=f"{RUN_DIR}/disk/vm/{{variant}}/{{disk}}/rep{{rep}}/measurements.csv",
@@ -51,6 +52,7 @@ rule disk_table:
         host=HOST_SNAPSHOT,
         accelerator=ACCELERATOR,
         builds=[kernel_outputs(v)["build"] for v in DISK["variants"]],
+        qemu=run_qemu,
         image_manifest=IMAGE_MANIFEST,
     output:
         csv=f"{RESULTS}/tables/disk.csv",

@@ -28,6 +28,7 @@ rule exit_sites:
         image_manifest=IMAGE_MANIFEST,
         accelerator=exits_accelerator,
         host=HOST_SNAPSHOT,
+        qemu=run_qemu,
         job=JOBS_DIR / "bonnie.sh",
     output:
         exits=f"{RESULTS}/exits/bonnie/{{variant}}/exits.csv",

@@ -18,6 +18,7 @@ rule accelerator:
     input:
         kernel=kernel_outputs(VARIANTS[0])["bzimage"],
         initrd=IMAGE,
+        qemu=run_qemu,
     output:
         ACCELERATOR,
     params:
@@ -41,9 +42,9 @@ rule smoke_boot:
         image_manifest=IMAGE_MANIFEST,
         accelerator=ACCELERATOR,
         host=HOST_SNAPSHOT,
+        qemu=run_qemu,
         job=JOBS_DIR / "smoke.sh",
     output:
-        run=f"{RUN_DIR}/smoke/{{variant}}/run.json",
         provenance=f"{RUN_DIR}/smoke/{{variant}}/provenance.json",
     params:
         vm=config["vm"],
