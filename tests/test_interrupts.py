@@ -149,6 +149,18 @@ def tmp_dirs() -> set[str]:
     return {p.name for p in Path("/tmp").glob("guestio-*")}
 
 
+def in_use_elsewhere(name: str) -> bool:
+    """Some live process outside this test's pipeline run names /tmp/<name> (a QEMU's QMP socket)."""
+    path = f"/tmp/{name}/"
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            info = _proc(int(entry.name))
+            if info and info[3] not in "ZX" and path in info[0] and TEST_RESULTS_REL not in info[0] \
+                    and str(RESULTS) not in info[0]:
+                return True
+    return False
+
+
 def leftover_files() -> list[str]:
     found = [str(p) for p in (RESULTS / "runs").rglob("data-disk.img")] if (RESULTS / "runs").is_dir() else []
     if NATIVE_DIR.is_dir():
@@ -309,9 +321,10 @@ def run_case(phase: Phase, how: str) -> dict[str, float]:
     assert left == [], f"{how} during the {phase.name} left processes:\n" + "\n".join(left) + "\n" + output[-3000:]
     times["all processes gone"] = time.monotonic() - t2
     assert leftover_files() == [], f"{how} during the {phase.name} left files: {leftover_files()}"
-    # (Another program's temporary directory would soon go; the pipeline's would stay.)
-    deadline = time.monotonic() + 10
-    while (new := tmp_dirs() - tmp_before) and time.monotonic() < deadline:
+    # Another program's temporary directory (in use by a QEMU that is not ours, or soon gone)
+    # is not the pipeline's.
+    deadline = time.monotonic() + 30
+    while (new := {d for d in tmp_dirs() - tmp_before if not in_use_elsewhere(d)}) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert new == set(), f"temporary directories left: {new}"
 
@@ -324,6 +337,7 @@ def run_case(phase: Phase, how: str) -> dict[str, float]:
         assert counts.get(phase.rule, 0) >= 1, f"the interrupted {phase.rule} job is not planned again:\n{plan}"
     if how == "SIGKILL to snakemake":
         assert "stale Snakemake lock" in plan, f"the killed Snakemake's locks were not cleared:\n{plan}"
+    reasons = sorted({line.strip() for line in plan.splitlines() if line.strip().startswith("reason:")})
 
     # The next invocation completes the work.
     t3 = time.monotonic()
@@ -335,7 +349,8 @@ def run_case(phase: Phase, how: str) -> dict[str, float]:
     assert planned(phase)[0].get(phase.rule, 0) == 0
     assert leftovers(phase, since) == [] and leftover_files() == []
     times["total"] = time.monotonic() - t0
-    print(f"\n{phase.name} / {how}: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
+    print(f"\n{phase.name} / {how}: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items())
+          + "\n  planned again because: " + " | ".join(reasons))
     record = LOG_DIR / "times.json"
     data = json.loads(record.read_text()) if record.is_file() else {}
     data[f"{phase.name} / {how}"] = {k: round(v, 1) for k, v in times.items()}
