@@ -174,6 +174,15 @@ def extract_source(source_dir: Path, dest: Path, *, package: str | None = None, 
     record["tarball"], record["sha256"] = record["orig_tarball"], record["orig_sha256"]
     dest = Path(dest)
     with exclusive(dest):
+        have = source_record(dest)
+        if have is not None and all(have.get(k) == record[k] for k in ("package", "version", "orig_sha256",
+                                                                        "debian_sha256")):
+            # Already this source (another results directory extracted it): keep it, so that
+            # builds reading it are not disturbed.
+            if log is not None:
+                log.write(f"{dest} is already {package} {version} (orig sha256 {record['orig_sha256']})\n")
+            return {**have, **record, "debian_patches": have["debian_patches"],
+                    "upstream_version": have["upstream_version"]}
         tmp = dest.with_name(dest.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -192,7 +201,8 @@ def extract_source(source_dir: Path, dest: Path, *, package: str | None = None, 
     return record
 
 
-def _stamp(tree: Path) -> dict | None:
+def source_record(tree: Path) -> dict | None:
+    """The source record a pristine tree was extracted with (None if it is missing or incomplete)."""
     try:
         return json.loads((Path(tree) / ".guestio-source.json").read_text())
     except (OSError, ValueError):
@@ -202,7 +212,7 @@ def _stamp(tree: Path) -> dict | None:
 def ensure_source(source: dict, pristine: Path, source_dir: Path | None = None, log=None) -> Path:
     """The pristine tree described by *source* (a source.json); extracted again if build/ lost it."""
     pristine = Path(pristine)
-    stamp = _stamp(pristine)
+    stamp = source_record(pristine)
     if stamp is None or stamp.get("orig_sha256") != source["orig_sha256"] or stamp.get("version") != source["version"]:
         where = source_dir or Path(source["orig_tarball"]).parent
         again = extract_source(where, pristine, package=source["package"], version=source["version"], log=log)
@@ -213,7 +223,7 @@ def ensure_source(source: dict, pristine: Path, source_dir: Path | None = None, 
 
 def plugin_header(source: dict, pristine: Path, dest: Path) -> dict:
     """Copy include/qemu/qemu-plugin.h of the pinned tree to *dest*; describe it."""
-    tree = ensure_source(source, pristine)
+    tree = ensure_source(source, pristine).absolute()
     header = tree / "include" / "qemu" / "qemu-plugin.h"
     text = header.read_text()
     api = re.search(r"^#define QEMU_PLUGIN_VERSION (\d+)", text, re.M)
@@ -356,9 +366,9 @@ def build_variant(
     cc = "ccache gcc" if ccache_dir is not None and shutil.which("ccache") else "gcc"
     env = build_env(ccache_dir)
     args = configure_args(variant)
-    started = time.monotonic()
     with open(log_path, "w") as log, exclusive(workdir, log=lambda m: log.write(m + "\n")):
         ensure_source(source, pristine, log=log)
+        started = time.monotonic()  # from here: copy and patch the tree, configure, compile
         with exclusive(pristine, shared=True):
             patches.prepare_tree(Path(pristine).absolute(), tree, patch_files, QemuBuildError)
         devices = tree / "configs" / "devices" / TARGET / f"{DEVICES_NAME}.mak"
@@ -489,7 +499,7 @@ def _main(argv: list[str]) -> int:
     repo = Path(__file__).resolve().parents[3]
     source_dir = Path(os.environ.get("GUESTIO_QEMU_SOURCE_DIR", "/var/cache/guestio/src/qemu"))
     pristine = repo / "build" / "src" / "qemu"
-    source = _stamp(pristine) or extract_source(source_dir, pristine)
+    source = source_record(pristine) or extract_source(source_dir, pristine)
     info = plugin_header(source, pristine, Path(argv[1]) / "include" / "qemu-plugin.h")
     write_json_atomic(Path(argv[1]) / "include" / "qemu-plugin.h.json", info)
     print(f"{info['header']} from {source['package']} {source['version']} (API version {info['plugin_api_version']})")
