@@ -380,6 +380,14 @@ def run_case(phase: Phase, how: str) -> dict[str, float]:
 # The matrix (in this order: the probe first, since the VM run needs its decision)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def built_inputs():
+    """What the cases stand on (kernel, image, QEMU, data disk), built first: not part of any case."""
+    done = subprocess.run(cli(VM.targets, None, "--omit-from", "accelerator"), cwd=REPO, capture_output=True,
+                          text=True, timeout=3600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+
+
 def test_kvm_requested_with_a_failing_probe_stops_the_run(tmp_path):
     """vm.accel: kvm where the probe fails (here: KVM hangs): the error names vm.accel, nothing runs after it."""
     overlay = tmp_path / "kvm.yaml"
