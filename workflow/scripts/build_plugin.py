@@ -6,7 +6,7 @@ from pathlib import Path
 
 from guestio import lifetime
 from guestio.build import qemu
-from guestio.util import write_json_atomic
+from guestio.util import exclusive, write_json_atomic
 
 # An interrupted or orphaned job stops its children and tidies up (guestio.lifetime).
 lifetime.die_with_snakemake()
@@ -14,7 +14,7 @@ lifetime.die_with_snakemake()
 params = snakemake.params
 build_dir = Path(snakemake.output.plugin).parent.absolute()
 source = json.loads(Path(snakemake.input.source).read_text())
-with open(snakemake.log[0], "w") as log:
+with open(snakemake.log[0], "w") as log, exclusive(build_dir, log=lambda msg: print(msg, file=log, flush=True)):
     header = qemu.plugin_header(source, Path(params.pristine), build_dir / "include" / "qemu-plugin.h")
     log.write(f"qemu-plugin.h from {header['from']} (sha256 {header['sha256']}, API version "
               f"{header['plugin_api_version']})\n")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from guestio.build import kconfig
 from guestio.build import patches
-from guestio.util import sha256_file, write_json_atomic
+from guestio.util import exclusive, sha256_file, write_json_atomic
 
 # Fixed build identity, so that two builds of the same input differ only where
 # the compiler makes them, and ccache hits across variants.
@@ -59,12 +59,14 @@ def extract_source(tarball: Path, dest: Path) -> dict:
     if not tarball.is_file():
         raise KernelBuildError(f"kernel source tarball {tarball} does not exist (is linux-source-6.1 installed?)")
     dest = Path(dest)
-    tmp = dest.with_name(dest.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    subprocess.run(["tar", "-xf", str(tarball), "-C", str(tmp), "--strip-components=1"], check=True)
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
+    # Another invocation (another results dir) may be copying its variant tree from dest.
+    with exclusive(dest):
+        tmp = dest.with_name(dest.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        subprocess.run(["tar", "-xf", str(tarball), "-C", str(tmp), "--strip-components=1"], check=True)
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
     return {"tarball": str(tarball), "sha256": sha256_file(tarball), "kernelversion": kernel_version(dest)}
 
 
@@ -169,13 +171,13 @@ def build_variant(
     patch_files = [p for layer in layers for p in kconfig.layer_patches(layers_root, layer)]
     cc = "ccache gcc" if ccache_dir is not None and shutil.which("ccache") else "gcc"
     env = build_env(ccache_dir)
-    started = time.monotonic()
-    with open(log_path, "w") as log:
+    with open(log_path, "w") as log, exclusive(workdir, log=lambda msg: print(msg, file=log, flush=True)):
+        started = time.monotonic()
         prepare_tree(Path(pristine).resolve(), tree, patch_files)
         configure(tree, objdir, layers_root, layers, env, log, cc)
         make(tree, objdir, [f"-j{jobs}", "bzImage"], env, log, cc)
-    seconds = time.monotonic() - started
-    outputs = collect(objdir, Path(outdir))
+        seconds = time.monotonic() - started
+        outputs = collect(objdir, Path(outdir))
     record = {
         "variant": variant,
         "layers": layers,

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from guestio.util import sha256_file
+from guestio.util import exclusive, sha256_file
 
 
 class PatchError(Exception):
@@ -105,5 +105,6 @@ def prepare_tree(pristine: Path, tree: Path, patches: list[Path], error: type[Ex
     tree = Path(tree)
     shutil.rmtree(tree, ignore_errors=True)
     tree.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["cp", "-al", str(pristine), str(tree)], check=True)
+    with exclusive(pristine, shared=True):  # not while another invocation re-extracts it
+        subprocess.run(["cp", "-al", str(pristine), str(tree)], check=True)
     apply_patches(tree, patches, error)

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
 
 from guestio.exits.schema import COLUMNS as EXIT_COLUMNS, EXIT_KINDS
+from guestio.util import exclusive
 from guestio.vm.machine import Hooks, RunResult, VMSpec, run_vm
 
 __all__ = [
@@ -87,11 +88,12 @@ def build_plugin(build_dir: Path | str, *, fetch: bool = True) -> Path:
     ``make -C workflow/plugin BUILD=DIR``.
     """
     build_dir = Path(build_dir).absolute()
-    if fetch:
-        subprocess.run(["sh", str(PLUGIN_DIR / "fetch_header.sh"), str(build_dir)], check=True,
+    with exclusive(build_dir):  # the exit_plugin rule of another invocation may build here too
+        if fetch:
+            subprocess.run(["sh", str(PLUGIN_DIR / "fetch_header.sh"), str(build_dir)], check=True,
+                           capture_output=True, text=True)
+        subprocess.run(["make", "-s", "-C", str(PLUGIN_DIR), f"BUILD={build_dir}"], check=True,
                        capture_output=True, text=True)
-    subprocess.run(["make", "-s", "-C", str(PLUGIN_DIR), f"BUILD={build_dir}"], check=True,
-                   capture_output=True, text=True)
     return build_dir / "libexitcount.so"
 
 
