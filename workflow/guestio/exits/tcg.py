@@ -346,7 +346,7 @@ def to_exits(rows: Iterable[PluginRow], system_map: Path | str | None, *, worklo
 def to_exits_frame(rows: Iterable[PluginRow], system_map: Path | str | None, *, workload: str,
                    variant: str, pio_ports=None):
     """:func:`to_exits` as a validated :mod:`guestio.exits.schema` DataFrame."""
-    from guestio import exits
+    from guestio.exits import schema as exits
     return exits.frame(to_exits(rows, system_map, workload=workload, variant=variant,
                                 pio_ports=pio_ports))
 
@@ -748,7 +748,7 @@ def main(argv: list[str] | None = None) -> int:
                                  variant=args.variant, pio_ports=ports, extra_columns=True),
                         args.output)
     else:
-        from guestio import exits
+        from guestio.exits import schema as exits
         exits.write_csv(to_exits_frame(rows, args.system_map, workload=args.workload,
                                        variant=args.variant, pio_ports=ports), args.output)
     return 0
