@@ -80,7 +80,7 @@ from typing import Callable, Iterable, Iterator, NamedTuple
 
 from guestio import lifetime
 from guestio.workloads.memlimit import memory_limited
-from guestio.vm.machine import DiskSpec, RunResult, VMSpec, run_vm
+from guestio.vm.machine import QEMU_BINARY, DiskSpec, Hooks, RunResult, VMRunError, VMSpec, run_vm
 
 __all__ = [
     "BONNIE",
@@ -494,15 +494,6 @@ def read_guest_info(results_dir: os.PathLike | str) -> GuestInfo:
                      read("interrupts-before.txt"), read("interrupts-after.txt"))
 
 
-def _copy_sparse(src: Path, dest: Path) -> None:
-    try:
-        subprocess.run(["cp", "--sparse=always", "--", os.fspath(src), os.fspath(dest)],
-                       check=True, capture_output=True, text=True)
-    except subprocess.CalledProcessError as exc:
-        raise BonnieRunError(f"cannot copy the data disk {src} to {dest}: "
-                             f"{exc.stderr.strip()}") from None
-
-
 def run_vm_bonnie(*, kernel: os.PathLike | str, initrd: os.PathLike | str, append: str,
                   accel: str, memory_mib: int, data_disk: os.PathLike | str,
                   interface: str = "ide", cache: str = "none", size_mib: int, ram_mib: int,
@@ -511,7 +502,8 @@ def run_vm_bonnie(*, kernel: os.PathLike | str, initrd: os.PathLike | str, appen
                   log: Callable[[str], None] | None = None, cpus: int = 1,
                   label: str | None = None, mount_opts: str | None = None,
                   machine_opts: str = "", required: Iterable[str] = REQUIRED_METRICS,
-                  extra_args: Iterable[str] = (),
+                  hooks: Iterable[Hooks] = (), qemu: str = QEMU_BINARY,
+                  firmware_dir: str | None = None, run_label: str | None = None,
                   ) -> tuple[RunResult, list[Measurement]]:
     """Run bonnie++ in a guest on a fresh copy of *data_disk*; return (RunResult, measurements).
 
@@ -519,13 +511,13 @@ def run_vm_bonnie(*, kernel: os.PathLike | str, initrd: os.PathLike | str, appen
     it is copied sparsely to OUTDIR/data-disk.img, which the guest gets as its only disk
     (*interface* ide -> /dev/sda, virtio -> /dev/vda; QEMU cache mode *cache*) and which
     is deleted when the run is over, however it ends.  OUTDIR/params holds the job's
-    parameters; run_vm writes its files there and the guest's files go to OUTDIR/results
+    parameters; the VM lifecycle writes its files there and the guest's files go to OUTDIR/results
     (bonnie.csv, bonnie.log, job.log, scheduler.txt, clocksource.txt, interrupts-*.txt).
 
-    Raises BonnieRunError (naming OUTDIR and the job's error) if the run does not end
-    "ok", BonnieParseError (naming OUTDIR/results/bonnie.csv) if the guest's CSV is
-    unusable (*required*: see :func:`parse_record`).  *extra_args* go to QEMU as they are
-    (the exitcount plugin, trace options).
+    Raises VMRunError (naming OUTDIR, the job's error and the serial tail) if the run does
+    not end "ok", BonnieParseError (naming OUTDIR/results/bonnie.csv) if the guest's CSV is
+    unusable (*required*: see :func:`parse_record`).  *hooks* act around the run (the
+    exitcount plugin, a KVM tracer: :class:`guestio.vm.machine.Hooks`).
     """
     device = guest_device(interface)
     # The same options as natively; the job script spells them out the same way.
@@ -552,15 +544,10 @@ def run_vm_bonnie(*, kernel: os.PathLike | str, initrd: os.PathLike | str, appen
     spec = VMSpec(kernel=Path(kernel), initrd=Path(initrd), append=append, accel=accel,
                   memory_mib=int(memory_mib), cpus=int(cpus), machine_opts=machine_opts,
                   job=JOB_SCRIPT, inputs={"params": params_path},
-                  disks=[DiskSpec(path=copy, interface=interface, cache=cache)],
-                  extra_args=list(extra_args))
-    try:
-        _copy_sparse(data_disk, copy)
-        result = run_vm(spec, outdir, boot_timeout_s=boot_timeout_s,
-                        job_timeout_s=job_timeout_s, log=log)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            copy.unlink()
+                  disks=[DiskSpec(path=copy, interface=interface, cache=cache, copy_of=data_disk)],
+                  qemu=qemu, firmware_dir=firmware_dir)
+    result = run_vm(spec, outdir, boot_timeout_s=boot_timeout_s, job_timeout_s=job_timeout_s,
+                    log=log, hooks=hooks, label=run_label or f"bonnie++ in {outdir.name}")
 
     results = outdir / "results"
     if not result.ok:
@@ -570,8 +557,7 @@ def run_vm_bonnie(*, kernel: os.PathLike | str, initrd: os.PathLike | str, appen
             errors = [ln for ln in job_log.read_text(errors="replace").splitlines()
                       if "error" in ln.lower()]
             detail = "; job log: " + (" | ".join(errors[-3:]) if errors else _tail(job_log, 3))
-        raise BonnieRunError(f"bonnie++ guest run in {outdir}: {result.status}: "
-                             f"{result.reason}{detail} (serial log: {outdir / 'serial.log'})")
+        raise VMRunError(f"bonnie++ guest run in {outdir}", result, outdir, detail)
     record = parse_csv_file(results / "bonnie.csv", required=required)
     _check_size(record, size_mib, str(results / "bonnie.csv"))
     return result, record.measurements
