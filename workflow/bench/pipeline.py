@@ -1,12 +1,14 @@
-"""Benchmark of the pipeline itself: kernel builds, image build, boot time, exit-tracing cost.
+"""Benchmark of the pipeline itself: kernel and QEMU builds, image build, boot time, exit-tracing cost.
 
 Each part's figures are kept in workflow/bench/pipeline.json, and the Markdown
 table workflow/bench/pipeline.md is drawn from all of them; both are committed.
 Running some parts (--parts plugin) updates those rows only.  Kernel builds use
-a fresh, private ccache so that "cold" really is cold; everything goes through
-the same functions the Snakemake rules call.
+a fresh, private ccache so that "cold" really is cold, and so does the QEMU
+build (cold: empty ccache; cached: ccache warm, build dir removed); everything
+goes through the same functions the Snakemake rules call.  Builds share the
+machine with whatever else runs: the load average at the start is given.
 
-    .venv/bin/python workflow/bench/pipeline.py [--parts kernels,image,boot,plugin] [--boots 5]
+    .venv/bin/python workflow/bench/pipeline.py [--parts kernels,qemu,image,boot,plugin] [--boots 5]
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 import time
@@ -25,6 +28,7 @@ import yaml
 from guestio.build import disk
 from guestio.build import image
 from guestio.build import kernel
+from guestio.build import qemu
 from guestio import provenance
 from guestio.exits import tcg as tcgexits
 from guestio.vm.accel import probe_accelerator
@@ -34,7 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 LAYERS = REPO / "workflow" / "kernel" / "layers"
 STORE = REPO / "workflow" / "bench" / "pipeline.json"
 TABLE = REPO / "workflow" / "bench" / "pipeline.md"
-PARTS = ("kernels", "image", "boot", "plugin")
+PARTS = ("kernels", "qemu", "image", "boot", "plugin")
 CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 
@@ -63,6 +67,42 @@ def part_kernels(work: Path, args) -> tuple[list[list[str]], str]:
     print(f"fully cached rebuild of {first}...", flush=True)
     again = build(first, variants[first], work, ccache)
     rows.append([f"kernel `{first}` again, fully cached", f"{again:.0f} s", f"{again / cold:.2f}"])
+    return rows, "n/a"
+
+
+def _load() -> str:
+    return "load {:.1f}".format(os.getloadavg()[0])
+
+
+def part_qemu(work: Path, args) -> tuple[list[list[str]], str]:
+    """QEMU stock: cold (empty private ccache), then cached (ccache warm, build dir removed)."""
+    pristine = REPO / "build" / "src" / "qemu"
+    source = qemu.source_record(pristine) or qemu.extract_source(
+        Path(CONFIG["qemu"]["source_dir"]).expanduser(), pristine)
+    ccache = work / "ccache"
+
+    def build(tag: str) -> tuple[dict, str]:
+        load = _load()
+        shutil.rmtree(work / "qemu", ignore_errors=True)
+        print(f"QEMU build, {tag} ({load})...", flush=True)
+        record = qemu.build_variant(
+            variant="stock", layers=[], layers_root=REPO / "workflow" / "qemu" / "layers", pristine=pristine,
+            source=source, workdir=work / "qemu", outdir=work / "out" / tag, jobs=os.cpu_count() or 1,
+            ccache_dir=ccache, log_path=work / f"qemu-{tag}.log")
+        return record, load
+
+    rows = []
+    for attempt in range(1, args.qemu_repeats + 1):
+        cold, cold_load = build("cold")
+        cached, cached_load = build("cached")
+        shutil.rmtree(ccache, ignore_errors=True)
+        mib = cold["size_bytes"] / (1 << 20)
+        rows += [[f"QEMU `stock` {cold['version']}, cold (empty ccache), try {attempt}",
+                  f"{cold['build_seconds']:.0f} s (CPU {cold['build_cpu_seconds']:.0f} s)",
+                  f"1.00 (reference); {mib:.1f} MiB binary; {cold_load} at start"],
+                 [f"QEMU `stock` again, cached (ccache warm, build dir removed), try {attempt}",
+                  f"{cached['build_seconds']:.0f} s (CPU {cached['build_cpu_seconds']:.0f} s)",
+                  f"{cached['build_seconds'] / cold['build_seconds']:.2f}; {cached_load} at start"]]
     return rows, "n/a"
 
 
@@ -158,6 +198,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, from {', '.join(PARTS)}")
     parser.add_argument("--boots", type=int, default=5, help="repetitions of the boot and plugin measurements")
+    parser.add_argument("--qemu-repeats", type=int, default=2, help="cold + cached QEMU builds, each this many times")
     args = parser.parse_args()
     parts = [p for p in args.parts.split(",") if p]
     unknown = set(parts) - set(PARTS)
@@ -165,7 +206,7 @@ def main() -> None:
         parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
     store = json.loads(STORE.read_text()) if STORE.exists() else {"parts": {}}
     store["host"] = provenance.host_snapshot()["host"]
-    runners = {"kernels": part_kernels, "image": part_image, "boot": part_boot, "plugin": part_plugin}
+    runners = {"kernels": part_kernels, "qemu": part_qemu, "image": part_image, "boot": part_boot, "plugin": part_plugin}
     (REPO / "build").mkdir(exist_ok=True)
     for part in parts:
         with tempfile.TemporaryDirectory(prefix=f"guestio-bench-{part}-", dir=REPO / "build") as tmp:

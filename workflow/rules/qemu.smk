@@ -32,6 +32,8 @@ rule qemu:
         qemu_variant="|".join(QEMU_VARIANTS),
     params:
         binary=config["qemu"]["binary"],
+        # Configure arguments and devices file: a change to either rebuilds (params trigger).
+        configuration=lambda w: guestio.build.qemu.configuration(w.qemu_variant, config["qemu"]),
         layers=lambda w: config["qemu"]["variants"][w.qemu_variant],
         layers_root=REPO / "workflow" / "qemu" / "layers",
         pristine=f"{BUILD}/src/qemu",

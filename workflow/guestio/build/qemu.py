@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -267,6 +268,13 @@ def configure_args(variant: str) -> list[str]:
     ]
 
 
+def configuration(variant: str, qemu_config: dict) -> dict | None:
+    """What a variant's build is configured with (None for the host's binary): a rule's rerun trigger."""
+    if qemu_config.get("binary", "build") == "host":
+        return None
+    return {"configure_args": configure_args(variant), "devices": DEVICES, "firmware_path": FIRMWARE_PATH}
+
+
 def build_env(ccache_dir: Path | None) -> dict:
     env = dict(os.environ, LC_ALL="C", PYTHONDONTWRITEBYTECODE="1")
     if ccache_dir is not None:
@@ -297,6 +305,11 @@ def compiler_version(cc: str) -> str:
 
 def firmware_packages() -> dict[str, str | None]:
     return {p: _dpkg(p, "${Version}") for p in FIRMWARE_PACKAGES}
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _copy_atomic(src: Path, dest: Path) -> None:
@@ -369,6 +382,7 @@ def build_variant(
     with open(log_path, "w") as log, exclusive(workdir, log=lambda m: log.write(m + "\n")):
         ensure_source(source, pristine, log=log)
         started = time.monotonic()  # from here: copy and patch the tree, configure, compile
+        cpu_before = _children_cpu()
         with exclusive(pristine, shared=True):
             patches.prepare_tree(Path(pristine).absolute(), tree, patch_files, QemuBuildError)
         devices = tree / "configs" / "devices" / TARGET / f"{DEVICES_NAME}.mak"
@@ -380,6 +394,7 @@ def build_variant(
         _run([f"../{tree.name}/configure", f"--cc={cc}", *args], objdir, env, log, f"configure of QEMU {variant}")
         _run(["ninja", "-j", str(jobs), BINARY_NAME], objdir, env, log, f"ninja {BINARY_NAME} of QEMU {variant}")
         seconds = time.monotonic() - started
+        cpu = _children_cpu() - cpu_before
         binary = Path(outdir).absolute() / BINARY_NAME
         _copy_atomic(objdir / BINARY_NAME, binary)
     checks = check_binary(binary, FIRMWARE_DIR)
@@ -405,6 +420,9 @@ def build_variant(
         "ccache": cc.startswith("ccache"),
         "jobs": jobs,
         "build_seconds": round(seconds, 1),
+        # CPU time of configure, ninja and the compilers: less sensitive than the wall time
+        # to whatever else runs on the machine.
+        "build_cpu_seconds": round(cpu, 1),
     }
     write_json_atomic(Path(outdir) / "build.json", record)
     return record
