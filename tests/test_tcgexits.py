@@ -1,16 +1,21 @@
 """Tests for the exitcount TCG plugin (workflow/plugin) and guestio.exits.tcg.
 
 * The x86 decoder of the plugin is tested through its stand-alone build
-  (``exitcount-decode``: the same decode_insn() compiled without QEMU).
+  (``exitcount-decode``: the same decode_insn() compiled without QEMU), and so is the
+  decision which instructions get the MMIO check (``exitcount-decode -m``: decode_mem,
+  decode_flush, may_touch_mmio).
 * The sequence-log attribution and the exits rows are tested on synthetic input.
 * ``boot``: a real TCG boot of the baseline kernel (clocksource=acpi_pm) with the plugin and
   QEMU's memory_region_ops_* trace, running a short dd job on an IDE data disk: acpi_pm_read
   reads port 0x608, libata's SFF/BMDMA functions show up with their callers, and the
   plugin's per-port / per-MMIO-address counts equal QEMU's own trace events exactly.
+* ``boot`` again with the self-check build (-DEXITCOUNT_SELFCHECK): the plugin's RAM-page
+  cache and its cached shadow-stack lookups never disagree with what they stand in for.
 """
 
 from __future__ import annotations
 
+import re
 import subprocess
 import textwrap
 from pathlib import Path
@@ -114,6 +119,105 @@ def test_decoder(plugin_so):
                          check=True).stdout.splitlines()
     assert len(out) == len(DECODE_CASES)
     wrong = [(b, want, got) for (b, want), got in zip(DECODE_CASES, out) if want != got]
+    assert wrong == []
+
+
+# Which instructions get a memory callback (the MMIO check): "hex bytes [m16|m32|m64] [@pc]"
+# -> "class [address index] [flush] watch|skip" (exitcount-decode -m: decode_mem, decode_flush,
+# may_touch_mmio).  Default pc: kernel text (64-bit code).  A "skip" that is wrong loses MMIO
+# accesses (the boot test's cross-check would catch it); a "watch" that could be "skip" only
+# costs time.
+MEM_CASES = [
+    # the stack: implicit, or rsp-based (not r12-based: REX.B)
+    ("50", "stack skip"),                             # push %rax
+    ("41 5c", "stack skip"),                          # pop %r12
+    ("6a 00", "stack skip"),                          # push $0
+    ("9c", "stack skip"),                             # pushf
+    ("c9", "stack skip"),                             # leave
+    ("ff d0", "stack skip"),                          # call *%rax
+    ("48 8b 04 24", "rsp skip"),                      # mov (%rsp),%rax
+    ("48 89 44 24 08", "rsp skip"),                   # mov %rax,0x8(%rsp)
+    ("48 8b 44 cc 10", "rsp skip"),                   # mov 0x10(%rsp,%rcx,8),%rax
+    ("ff 34 24", "rsp skip"),                         # push (%rsp)
+    ("c5 f9 6f 04 24", "rsp skip"),                   # vmovdqa (%rsp),%xmm0 (VEX)
+    ("49 8b 04 24", "reg watch"),                     # mov (%r12),%rax
+    ("c4 c2 79 00 04 24", "reg watch"),               # vpshufb (%r12),... (VEX.B)
+    # rip-relative: only in 64-bit code (a REX, or pc >= 4 GiB); absolute disp32 in 32-bit code
+    ("48 8b 05 10 00 00 00", "rip skip"),
+    ("8b 05 10 00 00 00 @401000", "reg watch"),       # 32- or 64-bit: cannot tell
+    ("48 8b 05 10 00 00 00 @401000", "rip skip"),     # REX: 64-bit
+    ("8b 05 10 00 00 00 @7f0000001000", "rip skip"),  # above 4 GiB: 64-bit
+    # segment-based: per-CPU data in the kernel, anything in user space
+    ("65 48 8b 04 25 28 00 00 00", "gs skip"),
+    ("65 48 8b 04 25 28 00 00 00 @401000", "gs watch"),
+    ("64 48 8b 04 25 28 00 00 00", "fs watch"),
+    # absolute addresses: the kernel image and modules, not the fixmap (local APIC)
+    ("89 3c 25 00 10 00 82", "abs ffffffff82001000 0 skip"),
+    ("8b 04 c5 00 10 00 82", "abs ffffffff82001000 1 skip"),
+    ("8b 04 25 b0 c0 5f ff", "abs ffffffffff5fc0b0 0 watch"),  # native_apic_mem_read
+    ("8b 04 25 00 00 0b 00", "abs b0000 0 watch"),
+    # register-based, strings, moffs, XLAT: may be MMIO
+    ("8b 07", "reg watch"),                           # readl: mov (%rdi),%eax
+    ("89 37", "reg watch"),                           # writel
+    ("48 8b 45 f8", "reg watch"),                     # rbp-based
+    ("f3 a4", "string watch"),                        # rep movsb (memcpy_toio)
+    ("f3 48 ab", "string watch"),                     # rep stosq
+    ("a1 b0 c0 5f ff ff ff ff ff", "reg watch"),      # movabs moffs
+    ("d7", "reg watch"),                              # xlat
+    ("f0 48 0f b1 17", "reg watch"),                  # lock cmpxchg %rdx,(%rdi)
+    # implicit or odd addresses behind a ModRM
+    ("66 0f f7 c1", "reg watch"),                     # maskmovdqu: stores at %rdi
+    ("0f f7 c1", "reg watch"),                        # maskmovq
+    ("66 0f 38 f8 04 24", "reg watch"),               # movdir64b: stores at ModRM.reg
+    ("c4 e2 79 90 04 24", "reg watch"),               # vpgatherdd: vector index
+    ("0f 1b 04 24", "reg watch"),                     # bndstx: bound table
+    ("0f 01 fc", "reg watch"),                        # clzero: %rax
+    ("0f 01 d8", "reg flush watch"),                  # vmrun: %rax
+    # no data access
+    ("48 8d 44 24 08", "none skip"),                  # lea
+    ("48 89 c7", "none skip"),                        # mov %rax,%rdi
+    ("c5 f8 77", "none skip"),                        # vzeroupper
+    ("0f a2", "none skip"),                           # cpuid
+    ("0f 01 f8", "none skip"),                        # swapgs
+    ("8e d8", "none skip"),                           # mov %eax,%ds (GDT: system RAM)
+    # 16-bit code (below 1 MiB) and 0x67: other addressing, not decoded
+    ("8b 44 24 04 @f0000", "reg watch"),
+    ("50 @f0000", "stack skip"),
+    ("8b 44 24 04 m32", "rsp skip"),
+    ("67 8b 04 24", "reg watch"),
+    ("3e 8b 44 24 04 m32", "reg watch"),              # ds: override in 32-bit code
+    ("3e 48 8b 44 24 04", "rsp skip"),                # ignored in 64-bit code
+    # not decoded at all
+    ("62 f1 7c 48 28 04 24", "unknown watch"),        # EVEX
+    ("c4 04 24 @401000", "unknown watch"),            # LES (32-bit) or VEX (64-bit)?
+    ("0f 04", "unknown watch"),                       # undefined opcode
+    # may change QEMU's translation: the RAM-page cache is forgotten
+    ("0f 22 d8", "none flush skip"),                  # mov %rax,%cr3
+    ("0f 22 e0", "none flush skip"),                  # mov %rax,%cr4
+    ("0f 23 f8", "none flush skip"),                  # mov %rax,%dr7
+    ("0f 01 3b", "reg flush watch"),                  # invlpg (%rbx)
+    ("66 0f 38 82 04 24", "rsp flush skip"),          # invpcid (%rsp),%rax
+    ("0f 01 f0", "none flush skip"),                  # lmsw %ax
+    ("0f aa", "none flush skip"),                     # rsm
+    ("0f 01 ef", "none flush skip"),                  # wrpkru
+    ("0f ae 2f", "reg flush watch"),                  # xrstor (%rdi)
+    ("48 0f c7 1f", "reg flush watch"),               # xrstors64 (%rdi)
+    ("48 cf", "stack flush skip"),                    # iretq
+    ("cd 80", "stack flush skip"),                    # int $0x80
+    ("ff 2c 24", "rsp flush skip"),                   # ljmp *(%rsp)
+    ("ca 08 00", "stack flush skip"),                 # lret $8
+    ("0f 20 d8", "none skip"),                        # mov %cr3,%rax: a read
+    ("0f 01 10", "reg watch"),                        # lgdt (%rax)
+]
+
+
+def test_memory_operand_classes(plugin_so):
+    decoder = BUILD / "exitcount-decode"
+    inp = "".join(f"{bytes_}\n" for bytes_, _ in MEM_CASES)
+    out = subprocess.run([str(decoder), "-m"], input=inp, capture_output=True, text=True,
+                         check=True).stdout.splitlines()
+    assert len(out) == len(MEM_CASES)
+    wrong = [(b, want, got) for (b, want), got in zip(MEM_CASES, out) if want != got]
     assert wrong == []
 
 
@@ -329,3 +433,37 @@ def test_disk_job_with_plugin_and_trace(plugin_so, guest_kernel, guest_initrd, g
     # the IDE ports (primary channel 0x1f0-0x1f7 / 0x3f6, BMDMA in the PIIX's BAR4) are there
     ports = {int(r["port_or_address"], 16) for r in ata if r["port_or_address"]}
     assert ports & set(range(0x1f0, 0x1f8)), sorted(map(hex, ports))
+
+
+@pytest.fixture(scope="session")
+def selfcheck_so(plugin_so, tmp_path_factory) -> Path:
+    """The plugin built with -DEXITCOUNT_SELFCHECK (every RAM-cache hit and cached stack
+    lookup redone and compared), with the header the normal build used."""
+    out = tmp_path_factory.mktemp("selfcheck")
+    cflags = "-O2 -g -Wall -Wextra -Wno-unused-parameter -DEXITCOUNT_SELFCHECK"
+    try:
+        subprocess.run(["make", "-s", "-C", str(tcgexits.PLUGIN_DIR), f"BUILD={out}",
+                        f"HDR_DIR={BUILD / 'include'}", f"CFLAGS={cflags}",
+                        f"{out}/libexitcount.so"], check=True, capture_output=True, text=True)
+    except subprocess.CalledProcessError as exc:
+        pytest.fail(f"building the self-check plugin failed: {exc.stdout}\n{exc.stderr}")
+    return out / "libexitcount.so"
+
+
+@pytest.mark.boot
+def test_caches_agree_with_qemu(selfcheck_so, guest_kernel, guest_initrd, guest_append,
+                                tmp_path):
+    """A boot and the disk job: every hit of the plugin's RAM-page cache (which skips
+    qemu_plugin_get_hwaddr) is what QEMU's TLB says, every cached shadow-stack lookup is what
+    the stack table says."""
+    spec = disk_job_spec(tmp_path, guest_kernel, guest_initrd, guest_append)
+    run = tcgexits.run_with_plugin(spec, tmp_path / "out", selfcheck_so, boot_timeout_s=600,
+                                   job_timeout_s=600)
+    assert run.result.ok, run.result
+    stderr = (run.outdir / "qemu-stderr.log").read_text()
+    m = re.search(r"exitcount: selfcheck: (\d+) RAM-cache hits, (\d+) wrong; (\d+) cached stack "
+                  r"lookups, (\d+) wrong", stderr)
+    assert m, stderr[-2000:]
+    hits, wrong, lookups, stack_wrong = map(int, m.groups())
+    assert hits > 10_000_000 and lookups > 1_000_000, m.group(0)
+    assert wrong == 0 and stack_wrong == 0, stderr[-2000:]
