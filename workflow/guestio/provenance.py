@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import platform
 import re
-import shutil
 import subprocess
 import sys
 from importlib import metadata
@@ -127,20 +126,8 @@ def _load(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def qemu_provenance(qemu_build: Path | None, run: dict | None = None) -> dict:
-    """The QEMU a run used: its build record (path, version, patches, sha256), or the host's binary."""
-    if qemu_build is not None:
-        return _load(qemu_build)
-    from guestio.util import sha256_file
-
-    binary = (run or {}).get("spec", {}).get("qemu") or "qemu-system-x86_64"
-    path = shutil.which(binary)
-    return {"binary": path or binary, "version": qemu_version(binary), "patches": [],
-            "sha256": sha256_file(Path(path)) if path else None, "source": "host"}
-
-
 def run_provenance(*, repo: Path, host: Path, accelerator: Path, kernel_build: Path, image_manifest: Path,
-                   run: Path, job: Path, vm: dict, qemu_build: Path | None = None) -> dict:
+                   run: Path, job: Path, vm: dict, qemu_build: Path) -> dict:
     """Everything needed to trace one run back to kernel, patches, image, QEMU and host."""
     from guestio.util import sha256_file
 
@@ -148,7 +135,7 @@ def run_provenance(*, repo: Path, host: Path, accelerator: Path, kernel_build: P
     return {
         "run": run_record,
         "accelerator": _load(accelerator),
-        "qemu": qemu_provenance(qemu_build, run_record),
+        "qemu": _load(qemu_build),  # the build record: path, version, patches, sha256
         "kernel": _load(kernel_build),
         "image": image_summary(image_manifest),
         "job": {"file": str(job), "sha256": sha256_file(job)},
@@ -177,7 +164,7 @@ def image_summary(image_manifest: Path) -> dict:
 
 def experiment_provenance(*, experiment: str, repo: Path, host: Path, accelerator: Path, kernel_builds: dict[str, Path],
                           image_manifest: Path, runs: list[Path], config: dict,
-                          qemu_build: Path | None = None) -> dict:
+                          qemu_build: Path) -> dict:
     """Provenance of a whole table: what every run in it shared, and a hash of each run's rows."""
     from guestio.util import sha256_file
 
@@ -186,7 +173,7 @@ def experiment_provenance(*, experiment: str, repo: Path, host: Path, accelerato
         "accelerator": _load(accelerator),
         "kernels": {variant: _load(path) for variant, path in kernel_builds.items()},
         # Both sides of every comparison ran on this one QEMU build.
-        "qemu": qemu_provenance(qemu_build),
+        "qemu": _load(qemu_build),
         "image": image_summary(image_manifest),
         "config": config,
         "runs": {str(path): sha256_file(path) for path in runs},

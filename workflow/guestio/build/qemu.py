@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 from guestio.build import patches
-from guestio.util import exclusive, sha256_file, write_json_atomic, write_text_atomic
+from guestio.util import exclusive, sha256_file, write_json_atomic
 
 BINARY_NAME = "qemu-system-x86_64"
 BINARY_PACKAGE = "qemu-system-x86"

@@ -44,7 +44,7 @@ def kvm_sites(trace_dir: Path, guest_results: Path | None, system_map: Path, *, 
         raise ExitBackendError(f"{trace_dir}: no recorded KVM trace (was the job's window reached?)")
     table, trace_summary = kvm.parse_trace_dir(trace_dir, workload=workload, variant=variant,
                                                phase="boot", symbols=SymbolTable.from_system_map(system_map))
-    summary = _summary(table, guest_results)
+    summary = schema.run_summary(table, guest_results)
     summary["backend"] = "kvm"
     summary["trace"] = trace_summary
     summary["events_lost_lower_bound"] = trace_summary["events_lost_lower_bound"]
@@ -68,13 +68,8 @@ def tcg_sites(counter: tcg.ExitCounter, guest_results: Path, system_map: Path, *
     counter.log.unlink()  # hundreds of MB; what it proved is in crosscheck.txt
     table = tcg.to_exits_frame(rows, system_map, workload=workload, variant=variant,
                                pio_ports=sequence.pio_by_site)
-    summary = _summary(table, guest_results, instructions=tcg.phase_instructions(rows))
+    summary = schema.run_summary(table, guest_results, instructions=tcg.phase_instructions(rows))
     summary["backend"] = "tcg-plugin"
     summary["cross_check"] = {"ok": check.ok, "port_accesses": sum(check.pio_qemu.values()),
                               "ports": len(check.pio_qemu), "mmio_accesses": sum(check.mmio_qemu.values())}
     return table, summary
-
-
-def _summary(table: pd.DataFrame, guest_results: Path | None, instructions: dict | None = None) -> dict:
-    return schema.run_summary(table, Path(guest_results) if guest_results is not None else None,
-                              instructions=instructions)

@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import collections
 import csv
-import dataclasses
 import os
 import re
 import subprocess

@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 
 from guestio.provenance import run_provenance
 from guestio.util import write_json_atomic
-from guestio.vm.machine import (QEMU_BINARY, DiskSpec, Hooks, NicSpec, RunResult, VMRunError, VMSpec,
+from guestio.vm.machine import (DiskSpec, Hooks, NicSpec, RunResult, VMRunError, VMSpec,
                                 run_vm)
 
 __all__ = ["VMRunError", "accelerator_of", "guest_append", "qemu_of", "say_to", "spec_from_config",
@@ -28,12 +28,9 @@ def accelerator_of(accelerator_json: Path) -> str:
 
 def qemu_of(inputs) -> dict:
     """{"qemu": binary, "firmware_dir": ...} for VMSpec, from the rule's ``qemu`` input (build.json)."""
-    build_json = getattr(inputs, "qemu", None)
-    if build_json is None:
-        return {"qemu": QEMU_BINARY, "firmware_dir": None}
     from guestio.build.qemu import load_build
 
-    build = load_build(Path(build_json))
+    build = load_build(Path(inputs.qemu))
     return {"qemu": build["binary"], "firmware_dir": build.get("firmware_dir")}
 
 
@@ -83,10 +80,9 @@ def run_job(spec: VMSpec, outdir: Path, vm: dict, label: str, log: Callable[[str
 
 def write_provenance(path: Path, *, repo: Path, inputs, job: Path, vm: dict, run_json: Path) -> None:
     """inputs: the rule's input with host, accelerator, build, qemu and image_manifest entries."""
-    qemu = getattr(inputs, "qemu", None)
     write_json_atomic(Path(path), run_provenance(
         repo=repo, host=Path(inputs.host), accelerator=Path(inputs.accelerator),
         kernel_build=Path(inputs.build), image_manifest=Path(inputs.image_manifest),
-        qemu_build=Path(qemu) if qemu is not None else None,
+        qemu_build=Path(inputs.qemu),
         run=run_json, job=job, vm=vm,
     ))
