@@ -7,6 +7,25 @@ cd "$(dirname "$0")/.."
 
 say() { printf '[setup] %s\n' "$*"; }
 
+# netperf (the paper's network benchmark, Fig 3/4/7 and Table 2) is only in Debian's
+# non-free component.  Set-up enables that component for Debian 12 with its own file,
+# /etc/apt/sources.list.d/guestio-non-free.sources: the URIs, suites and keys of
+# debian.sources with "Components: non-free" (debian.sources itself is not edited), and
+# runs apt-get update once, when the file is new.  Then netperf installs like any package
+# (envs/debian-packages.txt) and the guest image can download its .deb.
+non_free() {
+    local list=/etc/apt/sources.list.d/guestio-non-free.sources bin_list=/etc/apt/sources.list.d/debian.sources
+    [[ -f "$list" ]] && return
+    [[ -r "$bin_list" ]] || { say "error: $bin_list missing: cannot derive the non-free entry netperf needs"; exit 1; }
+    { echo "# Written by guestio envs/setup.sh: Debian's non-free component (netperf) for the"
+      echo "# entries of $bin_list."
+      sed -e 's/^Components:.*/Components: non-free/' "$bin_list"; } > "$list.tmp"
+    chmod 0644 "$list.tmp" && mv "$list.tmp" "$list"
+    say "wrote $list (non-free component, for netperf); updating apt's lists"
+    apt-get update -qq
+}
+non_free
+
 mapfile -t packages < <(grep -Ev '^\s*(#|$)' envs/debian-packages.txt)
 missing=()
 for p in "${packages[@]}"; do
