@@ -214,7 +214,7 @@ NATIVE = Phase(
 
 VM = Phase(
     name="VM run", rule="disk_vm",
-    targets=[rel("runs", "disk", "vm", "baseline", "ide", "rep0", "measurements.csv")],
+    targets=[rel("runs", "disk", "vm", "baseline", "stock", "ide", "guest-mq-deadline", "host-file", "rep0", "measurements.csv")],
     scripts=("disk_vm.py",),
     # bonnie++ runs in the guest: init reached a few seconds ago.
     ready=lambda: _after("vm", _serial_says("GUESTIO: init started"), 5),

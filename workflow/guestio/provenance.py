@@ -164,16 +164,21 @@ def image_summary(image_manifest: Path) -> dict:
 
 def experiment_provenance(*, experiment: str, repo: Path, host: Path, accelerator: Path, kernel_builds: dict[str, Path],
                           image_manifest: Path, runs: list[Path], config: dict,
-                          qemu_build: Path) -> dict:
-    """Provenance of a whole table: what every run in it shared, and a hash of each run's rows."""
+                          qemu_builds: dict[str, Path], default_qemu: str) -> dict:
+    """Provenance of a whole table: what every run in it shared, and a hash of each run's rows.
+
+    ``qemu`` is the default build (vm.qemu); ``qemus`` every QEMU variant the table's runs
+    name in their paths (each comparison's two sides ran on one of them, the same one
+    unless the comparison is about the QEMU variant itself).
+    """
     from guestio.util import sha256_file
 
     return {
         "experiment": experiment,
         "accelerator": _load(accelerator),
         "kernels": {variant: _load(path) for variant, path in kernel_builds.items()},
-        # Both sides of every comparison ran on this one QEMU build.
-        "qemu": _load(qemu_build),
+        "qemu": _load(qemu_builds[default_qemu]),
+        "qemus": {variant: _load(path) for variant, path in qemu_builds.items()},
         "image": image_summary(image_manifest),
         "config": config,
         "runs": {str(path): sha256_file(path) for path in runs},

@@ -102,28 +102,89 @@ if config["vm"]["qemu"] not in QEMU_VARIANTS:
 
 
 def run_qemu(wildcards=None):
-    """The build.json of the QEMU that VM runs use: one build for both sides of every comparison."""
+    """The build.json of the default QEMU (vm.qemu): runs whose path names no QEMU variant."""
     return qemu_outputs(config["vm"]["qemu"])["build"]
 
 
-# Disk experiment: one job per (target, variant, disk, repetition).
+def qemu_build_of(wildcards):
+    """The build.json of the QEMU variant a run's path names ({qemu} wildcard)."""
+    return qemu_outputs(wildcards.qemu)["build"]
+
+
+wildcard_constraints:
+    qemu="|".join(QEMU_VARIANTS),
+
+
+# Disk experiment: one job per condition and repetition.  A condition is the matrix
+# point (kernel variant, QEMU variant, disk interface, guest scheduler, host scheduler);
+# the run path encodes all of it, so an artifact that needs a condition another one
+# already ran shares that run (Fig 1's VM runs are Fig 5's vHZ1000 runs).
 DISK = config["disk"]
 DISK_REPS = range(DISK["repetitions"])
+DISK_CONDITION_KEYS = ("variant", "qemu", "disk", "gsched", "hsched")
+DISK_VM_DIR = f"{RUN_DIR}/disk/vm/{{variant}}/{{qemu}}/{{disk}}/guest-{{gsched}}/host-{{hsched}}/rep{{rep}}"
 
 
-def disk_vm_runs(variants=None):
-    return expand(
-        f"{RUN_DIR}/disk/vm/{{variant}}/{{disk}}/rep{{rep}}/measurements.csv",
-        variant=variants or DISK["variants"], disk=DISK["interfaces"], rep=DISK_REPS,
-    )
+def disk_condition(**kw):
+    """A disk condition: the default one (Fig 1's VM side) with the given keys changed."""
+    unknown = set(kw) - set(DISK_CONDITION_KEYS)
+    if unknown:
+        raise WorkflowError(f"disk_condition: unknown keys {sorted(unknown)} (known: {DISK_CONDITION_KEYS})")
+    condition = {"variant": "baseline", "qemu": config["vm"]["qemu"], "disk": DISK["interfaces"][0],
+                 "gsched": DISK["guest_scheduler"], "hsched": "file"}
+    condition.update(kw)
+    return condition
+
+
+def disk_vm_runs(conditions, name="measurements.csv", reps=None):
+    """Every repetition's file of each condition (a condition appearing twice is run once)."""
+    paths = []
+    for c in conditions:
+        for rep in reps if reps is not None else DISK_REPS:
+            path = f"{DISK_VM_DIR.format(rep=rep, **c)}/{name}"
+            if path not in paths:
+                paths.append(path)
+    return paths
 
 
 def disk_native_runs():
     return expand(f"{RUN_DIR}/disk/native/host-fs/rep{{rep}}/measurements.csv", rep=DISK_REPS)
 
 
-# Figures: id -> the experiment table they are drawn from.
-FIGURES = {"fig1": "disk", "fig2": "disk", "fig6": "disk"}
+# Long-form measurement tables, one per artifact group: name -> the run CSVs it combines.
+# A stage registers its own (TABLES["timer"] = ...); rule measurement_table writes
+# {RESULTS}/tables/<name>.csv with provenance.  Figures: id -> the table they are drawn from.
+TABLES = {}
+FIGURES = {}
+
+
+# The default condition's value of each extra measurement column: a claim's selector that
+# leaves one unnamed means this value (guestio.analysis.figures._side).
+CONDITION_DEFAULTS = {"qemu": config["vm"]["qemu"], "guest_scheduler": DISK["guest_scheduler"],
+                      "host_scheduler": "file"}
+
+
+def register_table(name, runs, variants=(), qemus=(), experiment=None, config_sections=()):
+    """A measurement table: its runs, and the kernel and QEMU builds its provenance names."""
+    TABLES[name] = {
+        "runs": list(dict.fromkeys(runs)),
+        "variants": sorted(set(variants)),
+        "qemus": sorted(set(qemus) | {config["vm"]["qemu"]}),
+        "experiment": experiment or name,
+        "config": {"vm": config["vm"], **{k: config[k] for k in config_sections}},
+    }
+
+
+def conditions_variants(conditions):
+    return [c["variant"] for c in conditions]
+
+
+def conditions_qemus(conditions):
+    return [c["qemu"] for c in conditions]
+
+
+def table_files(name):
+    return {"csv": f"{RESULTS}/tables/{name}.csv", "provenance": f"{RESULTS}/tables/{name}.provenance.json"}
 
 
 def figure_files(fig):
@@ -134,8 +195,12 @@ def figure_files(fig):
 PLUGIN = f"{BUILD}/plugin/libexitcount.so"
 
 
-def exit_runs(name):
-    return expand(f"{RESULTS}/exits/bonnie/{{variant}}/{name}", variant=config["exits"]["variants"])
+EXIT_DIR = f"{RESULTS}/exits/{{workload}}/{{variant}}/{{qemu}}"
+
+
+def exit_runs(workload, variants, qemu, name):
+    """One file of the exit runs of a workload, per kernel variant, on one QEMU variant."""
+    return [f"{EXIT_DIR.format(workload=workload, variant=v, qemu=qemu)}/{name}" for v in variants]
 
 
 def exits_recorded(variant):

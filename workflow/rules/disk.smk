@@ -2,6 +2,12 @@
 # Each repetition is its own job, so a failed one reruns alone.  Benchmark jobs
 # take every core, so no other job runs beside them and disturbs the numbers.
 
+DISK_CONDITIONS = [disk_condition(variant=v) for v in DISK["variants"]]
+register_table("disk", disk_native_runs() + disk_vm_runs(DISK_CONDITIONS), variants=conditions_variants(DISK_CONDITIONS),
+               qemus=conditions_qemus(DISK_CONDITIONS), config_sections=["disk"])
+FIGURES.update(fig1="disk", fig2="disk", fig6="disk")
+
+
 rule disk_native:
     input:
         host=HOST_SNAPSHOT,
@@ -26,44 +32,46 @@ rule disk_vm:
         data_disk=DATA_DISK,
         accelerator=ACCELERATOR,
         host=HOST_SNAPSHOT,
-        qemu=run_qemu,
+        qemu=qemu_build_of,
         job=JOBS_DIR / "bonnie.sh",
     output:
-        csv=f"{RUN_DIR}/disk/vm/{{variant}}/{{disk}}/rep{{rep}}/measurements.csv",
-        provenance=f"{RUN_DIR}/disk/vm/{{variant}}/{{disk}}/rep{{rep}}/provenance.json",
+        csv=f"{DISK_VM_DIR}/measurements.csv",
+        provenance=f"{DISK_VM_DIR}/provenance.json",
     wildcard_constraints:
         disk="ide|virtio",
+        gsched="none|bfq|mq-deadline|kyber",
+        hsched="file",
     params:
         vm=config["vm"],
         disk=DISK,
     threads: workflow.cores
     log:
-        f"{RUN_DIR}/disk/vm/{{variant}}/{{disk}}/rep{{rep}}/runner.log",
+        f"{DISK_VM_DIR}/runner.log",
     conda:
         CONDA_ENV
     script:
         "../scripts/disk_vm.py"
 
 
-rule disk_table:
+rule measurement_table:
     input:
-        native=disk_native_runs(),
-        vm=disk_vm_runs(),
+        runs=lambda w: TABLES[w.table]["runs"],
+        builds=lambda w: [kernel_outputs(v)["build"] for v in TABLES[w.table]["variants"]],
+        qemus=lambda w: [qemu_outputs(q)["build"] for q in TABLES[w.table]["qemus"]],
         host=HOST_SNAPSHOT,
         accelerator=ACCELERATOR,
-        builds=[kernel_outputs(v)["build"] for v in DISK["variants"]],
-        qemu=run_qemu,
         image_manifest=IMAGE_MANIFEST,
     output:
-        csv=f"{RESULTS}/tables/disk.csv",
-        provenance=f"{RESULTS}/tables/disk.provenance.json",
+        csv=f"{RESULTS}/tables/{{table}}.csv",
+        provenance=f"{RESULTS}/tables/{{table}}.provenance.json",
+    wildcard_constraints:
+        table="|".join(TABLES) or "(?!)",
     params:
-        vm=config["vm"],
-        disk=DISK,
-        variants=DISK["variants"],
+        table=lambda w: {k: v for k, v in TABLES[w.table].items() if k != "runs"},
+        default_qemu=config["vm"]["qemu"],
     log:
-        f"{RESULTS}/tables/disk.log",
+        f"{RESULTS}/tables/{{table}}.log",
     conda:
         CONDA_ENV
     script:
-        "../scripts/disk_table.py"
+        "../scripts/measurement_table.py"

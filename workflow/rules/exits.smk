@@ -28,19 +28,22 @@ rule exit_sites:
         image_manifest=IMAGE_MANIFEST,
         accelerator=exits_accelerator,
         host=HOST_SNAPSHOT,
-        qemu=run_qemu,
+        qemu=qemu_build_of,
         job=JOBS_DIR / "bonnie.sh",
     output:
-        exits=f"{RESULTS}/exits/bonnie/{{variant}}/exits.csv",
-        summary=f"{RESULTS}/exits/bonnie/{{variant}}/summary.json",
-        provenance=f"{RESULTS}/exits/bonnie/{{variant}}/provenance.json",
+        exits=f"{EXIT_DIR}/exits.csv",
+        summary=f"{EXIT_DIR}/summary.json",
+        provenance=f"{EXIT_DIR}/provenance.json",
+    wildcard_constraints:
+        workload="bonnie",
     params:
         vm=config["vm"],
         exits=config["exits"],
+        guest_scheduler=DISK["guest_scheduler"],
         recorded=lambda w: exits_recorded(w.variant),
     threads: workflow.cores
     log:
-        f"{RESULTS}/exits/bonnie/{{variant}}/runner.log",
+        f"{EXIT_DIR}/runner.log",
     conda:
         CONDA_ENV
     script:
@@ -49,8 +52,8 @@ rule exit_sites:
 
 rule table3:
     input:
-        exits=exit_runs("exits.csv"),
-        summaries=exit_runs("summary.json"),
+        exits=exit_runs("bonnie", config["exits"]["variants"], config["vm"]["qemu"], "exits.csv"),
+        summaries=exit_runs("bonnie", config["exits"]["variants"], config["vm"]["qemu"], "summary.json"),
     output:
         csv=f"{RESULTS}/tables/table3.csv",
         markdown=f"{RESULTS}/tables/table3.md",

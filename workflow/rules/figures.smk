@@ -15,10 +15,11 @@ rule figure:
         png=f"{RESULTS}/figures/{{fig}}.png",
         summary=f"{RESULTS}/figures/{{fig}}-ratios.csv",
     wildcard_constraints:
-        fig="|".join(FIGURES),
+        fig="|".join(FIGURES) or "(?!)",
     params:
         figure=lambda w: w.fig,
         seed=config["figures"]["seed"],
+        defaults=CONDITION_DEFAULTS,
     log:
         f"{RESULTS}/figures/{{fig}}.log",
     conda:

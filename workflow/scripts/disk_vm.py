@@ -13,12 +13,12 @@ lifetime.die_with_snakemake()
 inp, w, vm, disk = snakemake.input, snakemake.wildcards, dict(snakemake.params.vm), snakemake.params.disk
 outdir = Path(snakemake.output.csv).parent
 accel = accelerator_of(inp.accelerator)
-label = f"disk {w.variant} {w.disk} rep{w.rep}"
+label = f"disk {w.variant} on {w.qemu} {w.disk} guest-{w.gsched} host-{w.hsched} rep{w.rep}"
 with say_to(snakemake.log[0], label) as say:
     result, measurements = bonnie.run_vm_bonnie(
         kernel=inp.bzimage, initrd=inp.initrd, append=guest_append(vm), accel=accel,
         memory_mib=disk["ram_mib"], cpus=vm["cpus"], data_disk=inp.data_disk, interface=w.disk,
-        cache=vm["disk_cache"], size_mib=disk["size_mib"], ram_mib=disk["ram_mib"], outdir=outdir,
+        cache=vm["disk_cache"], io_scheduler=w.gsched, size_mib=disk["size_mib"], ram_mib=disk["ram_mib"], outdir=outdir,
         boot_timeout_s=vm["boot_timeout_s"], job_timeout_s=vm["job_timeout_s"], log=say, run_label=label,
         **qemu_of(inp),
     )
@@ -26,7 +26,8 @@ with say_to(snakemake.log[0], label) as say:
     say(f"block write {next(m.value for m in measurements if m.metric == 'block_write_throughput'):.0f} KiB/s "
         f"(clocksource {guest.clocksource}, scheduler {guest.scheduler})")
 write_csv(frame(experiment="disk", target="vm", variant=w.variant, accelerator=accel, disk=w.disk,
-                clocksource=guest.clocksource, repetition=int(w.rep), measurements=measurements),
+                clocksource=guest.clocksource, repetition=int(w.rep), measurements=measurements,
+                qemu=w.qemu, guest_scheduler=guest.scheduler, host_scheduler=w.hsched),
           Path(snakemake.output.csv))
 write_provenance(Path(snakemake.output.provenance), repo=Path(snakemake.scriptdir).parents[1], inputs=inp,
                  job=Path(inp.job), vm=vm, run_json=outdir / "run.json")

@@ -22,7 +22,7 @@ inp, out, w = snakemake.input, snakemake.output, snakemake.wildcards
 vm, cfg, recorded = dict(snakemake.params.vm), snakemake.params.exits, snakemake.params.recorded
 outdir = Path(out.exits).parent
 backend = backend_for(accelerator_of(inp.accelerator))
-label = f"exits {w.variant} ({backend})"
+label = f"exits {w.workload} {w.variant} on {w.qemu} ({backend})"
 with say_to(snakemake.log[0], label) as say:
     if recorded:
         say(f"reading the KVM run recorded in {recorded} (no boot here)")
@@ -32,6 +32,7 @@ with say_to(snakemake.log[0], label) as say:
         bonnie.run_vm_bonnie(
             kernel=inp.bzimage, initrd=inp.initrd, append=guest_append(vm), accel=backend,
             memory_mib=cfg["ram_mib"], data_disk=inp.data_disk, interface=cfg["interface"], cache=vm["disk_cache"],
+            io_scheduler=snakemake.params.guest_scheduler,
             size_mib=cfg["size_mib"], ram_mib=cfg["ram_mib"], outdir=outdir, boot_timeout_s=vm["boot_timeout_s"],
             job_timeout_s=vm["job_timeout_s"], log=say, hooks=[hook], run_label=label, **qemu_of(inp),
         )

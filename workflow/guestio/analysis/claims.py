@@ -34,7 +34,7 @@ from guestio.analysis.measurements import COLUMNS as MEASUREMENT_COLUMNS
 
 __all__ = ["CLAIMS_FILE", "ClaimsError", "Paper", "Artifact", "PaperValue", "Site", "VerdictRule", "Quantity",
            "Claim", "Panel", "FigureClaim", "load_claims", "load_artifacts", "load_paper", "figure_claims",
-           "ARTIFACT_KINDS", "MEASURES", "RELATIONS", "DIRECTIONS", "VERDICT_RULES"]
+           "ARTIFACT_KINDS", "MEASURES", "RELATIONS", "DIRECTIONS", "VERDICT_RULES", "selector_alternatives"]
 
 CLAIMS_FILE = Path(__file__).with_name("claims.yaml")
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml's where PyYAML has it: the same, faster
@@ -244,7 +244,14 @@ def _number(p: _Problems, where: str, value: Any, *, nullable: bool = False, min
     return float(value)
 
 
-def _selector(p: _Problems, where: str, node: Any, drawn: bool) -> tuple[tuple[str, str], ...] | None:
+def _selector(p: _Problems, where: str, node: Any, drawn: bool):
+    """column -> value pairs; or, for a list of mappings (any of them), a tuple of those."""
+    if isinstance(node, list):
+        if not node:
+            p.add(where, "expected a non-empty list of mappings of column -> value")
+            return None
+        alternatives = [_selector(p, f"{where}[{i}]", item, drawn) for i, item in enumerate(node)]
+        return tuple(alternatives) if all(a is not None for a in alternatives) else None
     if not isinstance(node, Mapping) or not node:
         p.add(where, f"expected a non-empty mapping of column -> value, got {node!r}")
         return None
@@ -261,6 +268,25 @@ def _selector(p: _Problems, where: str, node: Any, drawn: bool) -> tuple[tuple[s
                                        f"quantity); columns: {', '.join(MEASUREMENT_COLUMNS)}")
         out.append((column, str(value)))
     return tuple(out)
+
+
+def selector_alternatives(selector) -> list[dict[str, str]]:
+    """A selector as the list of column -> value mappings it accepts (rows match any of them).
+
+    A selector is a mapping, a tuple of (column, value) pairs, or a list/tuple of either.
+    """
+    if isinstance(selector, Mapping):
+        return [dict(selector)]
+    items = list(selector)
+    if items and all(isinstance(i, tuple) and len(i) == 2 and isinstance(i[0], str) for i in items):
+        return [dict(items)]
+    return [alt for item in items for alt in selector_alternatives(item)]
+
+
+def _as_side(selector):
+    """A selector as a figure uses it: one mapping, or a list of mappings."""
+    alternatives = selector_alternatives(selector)
+    return alternatives[0] if len(alternatives) == 1 else alternatives
 
 
 def _verdict_rule(p: _Problems, where: str, node: Any, measure: str) -> VerdictRule | None:
@@ -497,7 +523,7 @@ def _figures(p: _Problems, claims: Mapping[str, Claim], artifacts: Mapping[str, 
         if not artifact.title:
             p.add(f"artifact {fig_id}", "missing field 'title' (a figure draws it)")
         out[fig_id] = FigureClaim(fig_id, artifact.paper_id, artifact.title, claim.statement, first.experiment,
-                                  dict(first.numerator), dict(first.denominator),
+                                  _as_side(first.numerator), _as_side(first.denominator),
                                   tuple(q.panel for _, q in items), claim.id, paper.testbed)
     return out
 

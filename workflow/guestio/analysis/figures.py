@@ -38,8 +38,9 @@ import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from guestio.analysis.claims import ClaimsError, FigureClaim, Panel, figure_claims
+from guestio.analysis.claims import ClaimsError, FigureClaim, Panel, figure_claims, selector_alternatives
 from guestio.analysis.measurements import COLUMNS as _MEASUREMENT_COLUMNS
+from guestio.analysis.measurements import DEFAULT_COLUMNS, NOT_APPLICABLE
 from guestio.analysis.stats import (DEFAULT_CONFIDENCE, DEFAULT_N_RESAMPLES, SIGNIFICANCE_LEVEL, bootstrap_mean_ci,
                     bootstrap_ratio_ci, significance_mark, welch_significance)
 
@@ -103,28 +104,56 @@ VARIANT_COLOURS = sns.color_palette("colorblind", 10)
 
 
 class Condition(NamedTuple):
-    """One bar: the rows that share target, variant, accelerator, disk and clocksource."""
+    """One bar: the rows that share every condition column (measurements.CONDITION_COLUMNS)."""
 
     target: str
     variant: str
     accelerator: str
     disk: str
     clocksource: str
+    qemu: str = NOT_APPLICABLE
+    guest_scheduler: str = NOT_APPLICABLE
+    host_scheduler: str = NOT_APPLICABLE
+    nic: str = NOT_APPLICABLE
+    peer: str = NOT_APPLICABLE
+
+    def extras(self, columns: Iterable[str] | None = None) -> list[str]:
+        """The dimensions beyond Fig 1's that apply, as words ("QEMU pit-scale", "guest bfq")."""
+        names = DEFAULT_COLUMNS if columns is None else columns
+        return [EXTRA_WORDS[c].format(getattr(self, c)) for c in DEFAULT_COLUMNS
+                if c in names and getattr(self, c) != NOT_APPLICABLE]
 
     def setting(self) -> str:
         """Accelerator, disk interface and clocksource, e.g. "TCG · IDE · acpi_pm"."""
         return " · ".join([self.accelerator.upper(), self.disk.upper() if self.disk in ("ide",) else self.disk,
-                           self.clocksource])
+                           self.clocksource, *self.extras()])
 
-    def label(self) -> str:
-        """Tick label: short lines, so that four bars per panel still fit side by side."""
+    def label(self, varying: Iterable[str] = ()) -> str:
+        """Tick label: short lines, so that four bars per panel still fit side by side.
+
+        ``varying``: the extra dimensions that differ between the figure's bars; only
+        those are named (the rest is in the footer).
+        """
         if self.target == "native":
             return f"native\n{self.disk}"
         disk = self.disk.upper() if self.disk in ("ide",) else self.disk
-        return f"VM {self.variant}\n{self.accelerator.upper()} · {disk}\nclock {self.clocksource}"
+        lines = [f"VM {self.variant}", f"{self.accelerator.upper()} · {disk}", f"clock {self.clocksource}"]
+        extras = self.extras(varying)
+        if extras:
+            lines.append(" · ".join(extras))
+        return "\n".join(lines)
 
     def short(self) -> str:
         return "native" if self.target == "native" else f"VM {self.variant} ({self.setting()})"
+
+
+EXTRA_WORDS = {"qemu": "QEMU {}", "guest_scheduler": "guest {}", "host_scheduler": "host {}", "nic": "{}",
+               "peer": "peer {}"}
+
+
+def _varying(conditions: Iterable[Condition]) -> list[str]:
+    conditions = list(conditions)
+    return [c for c in DEFAULT_COLUMNS if len({getattr(x, c) for x in conditions}) > 1]
 
 
 @dataclass
@@ -181,19 +210,32 @@ def _fail(spec: FigureClaim, what: str) -> FigureDataError:
     return FigureDataError(f"{spec.fig_id} ({spec.paper_id}: {spec.title}): {what}")
 
 
-def _side(df: pd.DataFrame, side: Mapping[str, str]) -> pd.Series:
-    """Rows matching every column -> value of one side (a numerator or denominator)."""
-    mask = pd.Series(True, index=df.index)
-    for column, value in side.items():
-        mask &= df[column].astype(str) == value
+def _side(df: pd.DataFrame, side, defaults: Mapping[str, str] | None = None) -> pd.Series:
+    """Rows matching one side (a numerator or denominator): a mapping column -> value, or a
+    list of such mappings (any of them).  A condition column the mapping leaves unnamed must
+    be "-" (not applicable) or its default (``defaults``, e.g. the default QEMU variant), so
+    that Fig 1's selector does not pick up the runs of another artifact's conditions."""
+    mask = pd.Series(False, index=df.index)
+    for alternative in selector_alternatives(side):
+        one = pd.Series(True, index=df.index)
+        for column, value in alternative.items():
+            one &= df[column].astype(str) == value
+        for column, default in (defaults or {}).items():
+            if column not in alternative and column in df.columns:
+                one &= df[column].astype(str).isin([NOT_APPLICABLE, str(default)])
+        mask |= one
     return mask
 
 
-def _is_native(side: Mapping[str, str]) -> bool:
-    return side.get("target") == "native"
+def _is_native(side) -> bool:
+    return any(a.get("target") == "native" for a in selector_alternatives(side))
 
 
-def _describe_side(side: Mapping[str, str]) -> str:
+def _describe_side(side) -> str:
+    alternatives = selector_alternatives(side)
+    if len(alternatives) > 1:
+        return " or ".join(_describe_side(a) for a in alternatives)
+    side = alternatives[0]
     rest = {k: v for k, v in side.items() if k != "target"}
     if _is_native(side) and not rest:
         return "native rows (target 'native')"
@@ -214,8 +256,12 @@ def _conditions(df: pd.DataFrame) -> list[Condition]:
     return sorted(Condition(*(str(x) for x in row)) for row in keys.itertuples(index=False))
 
 
-def _select(df: pd.DataFrame, spec: FigureClaim) -> tuple[pd.DataFrame, list[tuple[Condition, Condition]]]:
+def _select(df: pd.DataFrame, spec: FigureClaim,
+            defaults: Mapping[str, str] | None = None) -> tuple[pd.DataFrame, list[tuple[Condition, Condition]]]:
     """The figure's rows and its (numerator, denominator) condition pairs, or a FigureDataError."""
+    df = df.copy()
+    for column, default in DEFAULT_COLUMNS.items():
+        df[column] = df[column].astype(object).fillna(default) if column in df.columns else default
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise _fail(spec, f"the CSV lacks the columns {', '.join(missing)} (expected: {', '.join(COLUMNS)})")
@@ -232,13 +278,17 @@ def _select(df: pd.DataFrame, spec: FigureClaim) -> tuple[pd.DataFrame, list[tup
     rows = rows[rows["metric"].isin(metrics)]
     for side in (spec.numerator, spec.denominator):
         for metric in metrics:
-            sel = rows[_side(rows, side) & (rows["metric"] == metric)]
+            sel = rows[_side(rows, side, defaults) & (rows["metric"] == metric)]
             if sel.empty:
                 raise _fail(spec, f"no {_describe_side(side)} for metric {metric!r}; target/variant "
                                   f"present for it: {_present(rows[rows['metric'] == metric])}")
-    rows = rows[_side(rows, spec.numerator) | _side(rows, spec.denominator)]
-    numerators = _conditions(rows[_side(rows, spec.numerator)])
-    denominators = _conditions(rows[_side(rows, spec.denominator)])
+    num_mask, den_mask = _side(rows, spec.numerator, defaults), _side(rows, spec.denominator, defaults)
+    rows = rows[num_mask | den_mask]
+    numerators = _conditions(rows[num_mask[rows.index]])
+    denominators = _conditions(rows[den_mask[rows.index]])
+    # A VM numerator pairs with the denominator that agrees on every column neither side names.
+    named = {c for side in (spec.numerator, spec.denominator) for a in selector_alternatives(side) for c in a}
+    free = [i for i, c in enumerate(Condition._fields) if c not in named]
     pairs: list[tuple[Condition, Condition]] = []
     if _is_native(spec.denominator):
         if len(denominators) != 1:
@@ -247,10 +297,10 @@ def _select(df: pd.DataFrame, spec: FigureClaim) -> tuple[pd.DataFrame, list[tup
         pairs = [(num, denominators[0]) for num in numerators]
     else:
         for num in numerators:
-            same = [d for d in denominators if d[2:] == num[2:]]
+            same = [d for d in denominators if all(d[i] == num[i] for i in free)]
             if not same:
-                raise _fail(spec, f"no {_describe_side(spec.denominator)} with the same accelerator, disk "
-                                  f"and clocksource as {num.short()}; available: "
+                raise _fail(spec, f"no {_describe_side(spec.denominator)} with the same "
+                                  f"{', '.join(Condition._fields[i] for i in free)} as {num.short()}; available: "
                                   f"{'; '.join(d.short() for d in denominators)}")
             pairs.append((num, same[0]))
     return rows, pairs
@@ -296,8 +346,9 @@ def _values(rows, condition, panel, spec) -> tuple[np.ndarray, str]:
 
 # --- computing ------------------------------------------------------------------------------------
 
-def _compute(df: pd.DataFrame, spec: FigureClaim, seed: int, n_resamples: int, confidence: float):
-    rows, pairs = _select(df, spec)
+def _compute(df: pd.DataFrame, spec: FigureClaim, seed: int, n_resamples: int, confidence: float,
+             defaults: Mapping[str, str] | None = None):
+    rows, pairs = _select(df, spec, defaults)
     order: list[Condition] = []
     for num, den in pairs:  # native first; for fig6 each baseline right before its variant
         for c in (den, num):
@@ -438,10 +489,15 @@ def _line_h(points: float) -> float:
     return points * 1.3 / 72.0
 
 
-def _colour(c: Condition, variants: list[str]) -> tuple:
+def _colour(c: Condition, keys: list) -> tuple:
+    """Native grey; each VM condition its own colour, in the order ``keys`` (colour_keys) gives."""
     if c.target == "native":
         return NATIVE_COLOUR
-    return tuple(VARIANT_COLOURS[variants.index(c.variant) % len(VARIANT_COLOURS)])
+    return tuple(VARIANT_COLOURS[keys.index(_colour_key(c)) % len(VARIANT_COLOURS)])
+
+
+def _colour_key(c: Condition) -> tuple:
+    return (c.variant, *(getattr(c, col) for col in DEFAULT_COLUMNS))
 
 
 def _fmt_value(v: float) -> str:
@@ -475,7 +531,8 @@ def _draw(spec: FigureClaim, provenance: Mapping, pairs, bars, ratios, seed: int
                textwrap.wrap(f"Paper's claim ({spec.paper_id}; {spec.testbed}): {spec.claim}.", 125)]
     panel_text = [_panel_lines(p, ratios) for p in spec.panels]
     n_panel_lines = max(len(t) for t in panel_text)
-    n_tick_lines = max(c.label().count("\n") + 2 for c, _ in pairs)  # + "n = ..." line
+    varying = _varying([c for pair in pairs for c in pair])
+    n_tick_lines = max(c.label(varying).count("\n") + 2 for pair in pairs for c in pair)  # + "n = ..."
     acc_word = prov_acc or "/".join(csv_accs) or "unknown"
     footer_items = [
         f"Bars: mean; error bars: {confidence:.0%} percentile bootstrap CI of the mean ({n_resamples} "
@@ -504,7 +561,7 @@ def _draw(spec: FigureClaim, provenance: Mapping, pairs, bars, ratios, seed: int
     y -= pad
     axes_top = y - annot_h
     axes_bottom = axes_top - axes_h
-    variants = sorted({c.variant for c in vm_conditions}, key=lambda v: (v != "baseline", v))
+    variants = sorted({_colour_key(c) for c in vm_conditions}, key=lambda k: (k[0] != "baseline", k))
     for i, panel in enumerate(spec.panels):
         x0 = left + i * (panel_w + gap)
         fig.text(x0 / W, y / H, panel.title, fontsize=11.0, fontweight="bold", va="top", ha="left")
@@ -523,7 +580,8 @@ def _draw(spec: FigureClaim, provenance: Mapping, pairs, bars, ratios, seed: int
 
 
 def _bar_panel(ax, panel: Panel, panel_bars: list[Bar], variants: list[str]) -> None:
-    labels = [f"{b.condition.label()}\nn = {b.values.size}" for b in panel_bars]
+    varying = _varying(b.condition for b in panel_bars)
+    labels = [f"{b.condition.label(varying)}\nn = {b.values.size}" for b in panel_bars]
     frame = pd.DataFrame({"condition": labels, "mean": [b.mean for b in panel_bars]})
     palette = {lab: _colour(b.condition, variants) for lab, b in zip(labels, panel_bars)}
     sns.barplot(data=frame, x="condition", y="mean", hue="condition", order=labels, hue_order=labels,
@@ -577,16 +635,18 @@ def _atomic(path: Path, write) -> Path:
 def plot_comparison(fig_id: str, df: pd.DataFrame, provenance: Mapping | None,
                     out_pdf: str | os.PathLike | None, out_png: str | os.PathLike | None, seed: int,
                     n_resamples: int = DEFAULT_N_RESAMPLES,
-                    confidence: float = DEFAULT_CONFIDENCE) -> FigureResult:
+                    confidence: float = DEFAULT_CONFIDENCE,
+                    defaults: Mapping[str, str] | None = None) -> FigureResult:
     """Draw figure ``fig_id`` ("fig1", "fig2", "fig6") and write it as PDF and PNG.
 
     Raises FigureDataError (naming the figure) when ``df`` lacks rows it needs.
     Returns the figure, its texts and the numbers drawn.  ``out_pdf``/``out_png``
-    may be None to skip that file.
+    may be None to skip that file.  ``defaults``: the default condition's value of the extra
+    columns (qemu, guest_scheduler, ...) that a claim's selector leaves unnamed.
     """
     spec = _spec(fig_id)
     provenance = provenance or {}
-    pairs, bars, ratios = _compute(df, spec, seed, n_resamples, confidence)
+    pairs, bars, ratios = _compute(df, spec, seed, n_resamples, confidence, defaults)
     with matplotlib.rc_context():
         matplotlib.rcdefaults()
         matplotlib.rcParams.update(RC)
