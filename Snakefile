@@ -17,6 +17,7 @@ include: "workflow/rules/run.smk"
 include: "workflow/rules/disk.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/exits.smk"
+include: "workflow/rules/report.smk"  # last: reads what the stages registered
 
 
 rule all:
@@ -29,3 +30,5 @@ rule all:
         smoke_runs(),
         [figure_files(fig) for fig in FIGURES],
         f"{RESULTS}/tables/table3.md",
+        CLAIMS_MD,
+        report_targets(),

@@ -1,0 +1,3 @@
+"""What a run says about the paper, and how to hand it on: the claims table with its verdicts
+(``claims_table``), the report's captions (``captions``), the archival bundle and its offline
+re-rendering (``bundle``, ``rerender``), and what each artifact cost (``cost``)."""

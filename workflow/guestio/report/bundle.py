@@ -1,0 +1,383 @@
+"""The archival bundle: one .tar.gz that holds what a reader needs to check and re-render a run.
+
+Layout inside the archive (``guestio-bundle/``):
+
+* ``workflow/``            the repository at its exact commit (``git archive HEAD``);
+                           ``workflow.dirty.patch`` beside it when the tree had uncommitted changes
+* ``config/used.yaml``     the config of the run; ``config/files/`` the config files given
+* ``envs/``                the pinned environment files (requirements.txt, debian-packages.txt, ...)
+* ``files/<path>``         every long-form CSV, provenance and other JSON, raw log, kernel config,
+                           figure and table of the results dir, at its path relative to the working
+                           directory (so ``files/results/figures/fig1.pdf``)
+* ``patches.json``         the sha256 of every kernel and QEMU patch and config fragment
+* ``external.json``        what is named and hashed but not included: kernel tarball, kernel images,
+                           QEMU binaries, initramfs, data disks
+* ``render.json``          how every figure and table was rendered (rule, script, inputs, outputs,
+                           params), read by ``rerender.py``
+* ``rerender.py``          ``python3 rerender.py``: re-renders every figure and table offline and
+                           checks each against the bundled bytes
+* ``ro-crate-metadata.json`` RO-Crate (Workflow Run Crate / Provenance Run Crate profiles): the
+                           workflow, the run, and for each file the job (rule) that produced it
+* ``manifest.sha256``      sha256 of every other file (``sha256sum -c`` format)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+from guestio.report.cost import load_records
+
+ROOT = "guestio-bundle"
+#: Files larger than this that are not data (below) are named and hashed, not included.
+MAX_INCLUDED = 16 << 20
+#: Suffixes of what is included: data, provenance, logs, figures, tables, configs.
+INCLUDED_SUFFIXES = (".csv", ".json", ".jsonl", ".log", ".txt", ".md", ".tex", ".pdf", ".png", ".tsv", ".yaml",
+                     ".cmdline", ".diff", ".patch")
+#: Names of included files without a suffix (kernel configs, bonnie++'s exit status, params files).
+INCLUDED_NAMES = ("config", "exit_status", "params", "System.map")
+#: What is never included, only named and hashed.
+EXTERNAL_NAMES = ("bzImage", "vmlinux", "qemu-system-x86_64", "initramfs.cpio")
+EXTERNAL_SUFFIXES = (".img", ".qcow2", ".cpio", ".so", ".tar", ".xz", ".gz")
+ENV_FILES = ("envs/requirements.txt", "envs/debian-packages.txt", "envs/guestio.yaml", "envs/setup.sh",
+             "pyproject.toml")
+WORKFLOW_RUN_PROFILES = {
+    "process": "https://w3id.org/ro/wfrun/process/0.5",
+    "workflow": "https://w3id.org/ro/wfrun/workflow/0.5",
+    "provenance": "https://w3id.org/ro/wfrun/provenance/0.5",
+    "wfcrate": "https://w3id.org/workflowhub/workflow-ro-crate/1.0",
+}
+
+
+def sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --- how each figure and table was rendered ---------------------------------------------------------
+
+def _jsonable(value: Any) -> Any:
+    """Params as JSON values: dataclasses as dicts, sets as sorted lists; anything else as its str."""
+    import dataclasses
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (set, frozenset)):
+        return sorted(_jsonable(v) for v in value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return str(value)
+
+
+def _namedlist(nl) -> dict:
+    items = [str(x) if not isinstance(x, (list, tuple)) else [str(y) for y in x] for x in nl]
+    names = {name: list(idx) for name, idx in nl._names.items()}
+    return {"items": items, "names": names}
+
+
+def _relative(path: str, repo: Path) -> str:
+    """A path as the bundle holds it: repository files relative to the repository (``repo:``),
+    everything else relative to the working directory."""
+    p = Path(path)
+    if p.is_absolute():
+        try:
+            return "repo:" + str(p.resolve().relative_to(repo.resolve()))
+        except ValueError:
+            return str(p)
+    return str(p)
+
+
+def render_spec(workflow, repo: Path, rule_name: str, wildcards: Mapping[str, str]) -> dict:
+    """The concrete job of a rendering rule: its script, inputs, outputs, log and params as JSON."""
+    rule = workflow.get_rule(rule_name)
+    wc = dict(wildcards)
+    inputs, *_ = rule.expand_input(wc)
+    outputs, _ = rule.expand_output(wc)
+    params, _ = rule.expand_params(wc, inputs, outputs, None)
+    log = rule.expand_log(wc)
+    basedir = rule.basedir.get_path_or_uri() if hasattr(rule.basedir, "get_path_or_uri") else str(rule.basedir)
+    script = rule.script
+    if script is None:
+        raise ValueError(f"render_spec: rule {rule_name} has no script: directive")
+    script_path = (Path(basedir) / script).resolve()
+
+    def conv(nl):
+        d = _namedlist(nl)
+        d["items"] = [_relative(x, repo) if isinstance(x, str) else [_relative(y, repo) for y in x]
+                      for x in d["items"]]
+        return d
+
+    return {"rule": rule_name, "wildcards": wc, "script": _relative(str(script_path), repo),
+            "input": conv(inputs), "output": conv(outputs), "log": conv(log),
+            "params": {name: _jsonable(value) for name, value in params.items()}}
+
+
+# --- choosing the files -----------------------------------------------------------------------------
+
+def classify(path: Path) -> str:
+    """"include", "external" (named and hashed) or "skip" for a file of the results dir."""
+    name = path.name
+    if name.startswith(".") or name.endswith(".lock") or name.endswith(".tmp"):
+        return "skip"
+    if name in EXTERNAL_NAMES or path.suffix in EXTERNAL_SUFFIXES:
+        return "external"
+    if path.suffix in INCLUDED_SUFFIXES or name in INCLUDED_NAMES:
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return "skip"
+        return "include" if size <= MAX_INCLUDED else "external"
+    try:
+        return "external" if path.stat().st_size > MAX_INCLUDED else "include"
+    except OSError:
+        return "skip"
+
+
+def results_files(results: str | os.PathLike, exclude: Iterable[str] = ()) -> tuple[list[str], list[str]]:
+    """(included, external) files under the results dir, sorted, paths as given (relative)."""
+    excluded = {os.path.normpath(e) for e in exclude}
+    inc, ext = [], []
+    for dirpath, dirs, files in os.walk(results):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            p = Path(dirpath) / name
+            if os.path.normpath(p) in excluded or p.is_symlink():
+                continue
+            kind = classify(p)
+            (inc if kind == "include" else ext if kind == "external" else []).append(str(p))
+    return inc, ext
+
+
+def _recorded_hashes(results: Path) -> dict[str, str]:
+    """sha256s the build records already hold (kernel outputs, QEMU binary), so big files are
+    not read again: {absolute path: sha256}."""
+    out = {}
+    for build in results.glob("kernels/*/build.json"):
+        try:
+            rec = json.loads(build.read_text())
+        except ValueError:
+            continue
+        for name, digest in (rec.get("outputs") or {}).items():
+            out[str((build.parent / name).resolve())] = digest
+    for build in results.glob("qemu/*/build.json"):
+        try:
+            rec = json.loads(build.read_text())
+        except ValueError:
+            continue
+        if rec.get("binary") and rec.get("sha256"):
+            out[str(Path(rec["binary"]).resolve())] = rec["sha256"]
+    return out
+
+
+def external_record(paths: Iterable[str], results: Path) -> list[dict]:
+    recorded = _recorded_hashes(results)
+    out = []
+    for p in paths:
+        full = str(Path(p).resolve())
+        digest = recorded.get(full)
+        how = "recorded by its build"
+        if digest is None:
+            digest, how = sha256(p), "hashed by the bundle"
+        out.append({"path": p, "sha256": digest, "bytes": os.path.getsize(p), "hash": how})
+    # The kernel tarball every kernel was built from, as its build recorded it.
+    seen = set()
+    for build in sorted(results.glob("kernels/*/build.json")):
+        try:
+            src = json.loads(build.read_text()).get("source") or {}
+        except ValueError:
+            continue
+        if src.get("tarball") and src.get("sha256") and src["tarball"] not in seen:
+            seen.add(src["tarball"])
+            out.append({"path": src["tarball"], "sha256": src["sha256"], "hash": "recorded by the kernel build",
+                        "what": f"kernel source {src.get('debian_package', '')} {src.get('debian_version', '')}".strip()})
+    return out
+
+
+def patch_hashes(repo: Path) -> list[dict]:
+    """Every kernel and QEMU patch layer file (patches and config fragments) with its sha256."""
+    out = []
+    for root in ("workflow/kernel/layers", "workflow/qemu/layers"):
+        for p in sorted((repo / root).rglob("*")):
+            if p.is_file() and (p.suffix in (".patch", ".diff") or p.name == "fragment.config"):
+                out.append({"path": str(p.relative_to(repo)), "sha256": sha256(p),
+                            "kind": "kernel" if "kernel" in root else "qemu"})
+    return out
+
+
+# --- RO-Crate -----------------------------------------------------------------------------------------
+
+def write_crate(stage: Path, files: list[str], records: Mapping[str, dict], commit: str, config_path: str,
+                started: float | None, ended: float | None) -> None:
+    """ro-crate-metadata.json for the staged bundle: every file as a data entity, the workflow as
+    the main entity, one CreateAction for the run and one per job (rule) saying what it produced."""
+    from rocrate.model.contextentity import ContextEntity
+    from rocrate.rocrate import ROCrate
+
+    crate = ROCrate()
+    crate.name = "guestio run bundle"
+    crate.description = ("A run of guestio (a reproduction of Zhang et al. 2010, 'Modifying Guest OS to "
+                         "Optimize I/O Virtualization in KVM'): data, provenance, figures and tables.")
+    crate.license = "https://spdx.org/licenses/MIT"
+    profiles = [crate.add(ContextEntity(crate, uri, properties={"@type": "CreativeWork", "name": name,
+                                                                  "version": uri.rsplit("/", 1)[-1]}))
+                for name, uri in WORKFLOW_RUN_PROFILES.items()]
+    crate.root_dataset["conformsTo"] = profiles
+    snakemake_lang = crate.add(ContextEntity(crate, "https://w3id.org/workflowhub/workflow-ro-crate#snakemake",
+                                             properties={"@type": "ComputerLanguage", "name": "Snakemake",
+                                                         "url": "https://snakemake.readthedocs.io"}))
+    workflow = crate.add_file(str(stage / "workflow" / "Snakefile"), "workflow/Snakefile", properties={
+        "@type": ["File", "SoftwareSourceCode", "ComputationalWorkflow"], "name": "guestio Snakefile",
+        "programmingLanguage": {"@id": snakemake_lang.id}, "version": commit})
+    crate.mainEntity = workflow
+    entities = {}
+    for rel in files:
+        entities[rel] = crate.add_file(str(stage / rel), rel, properties={"name": Path(rel).name})
+    config_entity = crate.add_file(str(stage / config_path), config_path,
+                                   properties={"name": "config used", "encodingFormat": "text/yaml"})
+    # Jobs: group the recorded outputs by job, attach each bundled file to the job that made it.
+    jobs: dict[tuple, dict] = {}
+    for rel, ent in entities.items():
+        original = rel[len("files/"):] if rel.startswith("files/") else None
+        rec = records.get(original) if original else None
+        if rec is None:
+            continue
+        key = (rec.get("rule"), rec.get("job_hash"), rec.get("starttime"))
+        job = jobs.setdefault(key, {"rule": rec.get("rule"), "start": rec.get("starttime"),
+                                    "end": rec.get("endtime"), "results": [], "inputs": rec.get("input") or []})
+        job["results"].append(ent)
+    tools = {}
+    run_results = []
+    for i, ((rule, _, _), job) in enumerate(sorted(jobs.items(), key=lambda kv: (str(kv[0][2]), str(kv[0][0])))):
+        if rule not in tools:
+            tools[rule] = crate.add(ContextEntity(crate, f"#rule-{rule}", properties={
+                "@type": "SoftwareApplication", "name": f"Snakemake rule {rule}"}))
+        objects = [entities[f"files/{p}"] for p in job["inputs"] if f"files/{p}" in entities]
+        props = {"name": f"job of rule {rule}"}
+        if job["start"]:
+            props["startTime"] = _iso(job["start"])
+        if job["end"]:
+            props["endTime"] = _iso(job["end"])
+        crate.add_action(tools[rule], identifier=f"#job-{i}", object=objects, result=job["results"],
+                         properties=props)
+        run_results += job["results"]
+    run_props = {"name": "guestio run (the Snakemake invocations that made these files)"}
+    if started:
+        run_props["startTime"] = _iso(started)
+    if ended:
+        run_props["endTime"] = _iso(ended)
+    crate.add_action(workflow, identifier="#run", object=[config_entity],
+                     result=list(entities.values()), properties=run_props)
+    crate.metadata.write(str(stage))
+
+
+def _iso(t: float) -> str:
+    return _dt.datetime.fromtimestamp(float(t), tz=_dt.timezone.utc).isoformat()
+
+
+# --- the bundle ---------------------------------------------------------------------------------------
+
+def _git(repo: Path, *args: str, binary: bool = False):
+    out = subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+    return out.stdout if binary else out.stdout.decode().strip()
+
+
+def build(*, results: str, repo: str | os.PathLike, out: str | os.PathLike, config: Mapping,
+          configfiles: Iterable[str], render: str | os.PathLike, workdir: str | os.PathLike = ".",
+          exclude: Iterable[str] = (), log=None) -> dict:
+    """Write the bundle archive ``out``; returns a summary (counts, sizes)."""
+    repo, out = Path(repo), Path(out)
+    say = log or (lambda msg: None)
+    stage_parent = out.parent / (out.name + ".staging")
+    shutil.rmtree(stage_parent, ignore_errors=True)
+    stage = stage_parent / ROOT
+    stage.mkdir(parents=True)
+    try:
+        # The workflow at its exact commit, and what the working tree had on top of it.
+        commit = _git(repo, "rev-parse", "HEAD")
+        archive = _git(repo, "archive", "--format=tar", "HEAD", binary=True)
+        with tarfile.open(fileobj=io.BytesIO(archive)) as t:
+            t.extractall(stage / "workflow", filter="data")
+        dirty = _git(repo, "diff", "--binary", "HEAD", binary=True)
+        if dirty:
+            (stage / "workflow.dirty.patch").write_bytes(dirty)
+        untracked = _git(repo, "ls-files", "--others", "--exclude-standard", "--", "workflow", "config", "envs",
+                         "Snakefile", "profiles")
+        (stage / "workflow.json").write_text(json.dumps(
+            {"commit": commit, "dirty": bool(dirty), "untracked": untracked.splitlines()}, indent=1) + "\n")
+        # Config used, the config files given, and the pinned environment.
+        (stage / "config").mkdir()
+        (stage / "config" / "used.yaml").write_text(yaml.safe_dump(_plain(config), sort_keys=True))
+        (stage / "config" / "files").mkdir()
+        for f in configfiles:
+            if Path(f).is_file():
+                shutil.copy2(f, stage / "config" / "files" / Path(f).name)
+        (stage / "envs").mkdir()
+        for f in ENV_FILES:
+            if (repo / f).is_file():
+                shutil.copy2(repo / f, stage / "envs" / Path(f).name)
+        # Data, provenance, logs, figures, tables.
+        included, external = results_files(results, exclude=[str(out), str(stage_parent), *exclude])
+        for f in included:
+            dest = stage / "files" / os.path.normpath(f)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dest)
+        (stage / "external.json").write_text(json.dumps(external_record(external, Path(results)), indent=1) + "\n")
+        (stage / "patches.json").write_text(json.dumps(patch_hashes(repo), indent=1) + "\n")
+        shutil.copy2(render, stage / "render.json")
+        shutil.copy2(Path(__file__).with_name("rerender.py"), stage / "rerender.py")
+        say(f"bundle: {len(included)} files included, {len(external)} named and hashed")
+        # RO-Crate, then the manifest of everything else.
+        records = load_records(workdir)
+        staged = sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
+        starts = [r["starttime"] for k, r in records.items() if r.get("starttime") and f"files/{k}" in staged]
+        ends = [r["endtime"] for k, r in records.items() if r.get("endtime") and f"files/{k}" in staged]
+        write_crate(stage, [s for s in staged if not s.startswith("workflow/")], records, commit,
+                    "config/used.yaml", min(starts) if starts else None, max(ends) if ends else None)
+        manifest = []
+        for p in sorted(stage.rglob("*")):
+            if p.is_file() and p.name != "manifest.sha256":
+                manifest.append(f"{sha256(p)}  {p.relative_to(stage)}")
+        (stage / "manifest.sha256").write_text("\n".join(manifest) + "\n")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        with tarfile.open(tmp, "w:gz") as t:
+            t.add(stage, arcname=ROOT, filter=_normalise)
+        os.replace(tmp, out)
+        return {"included": len(included), "external": len(external), "bytes": out.stat().st_size,
+                "files": len(manifest) + 1, "commit": commit, "dirty": bool(dirty)}
+    finally:
+        shutil.rmtree(stage_parent, ignore_errors=True)
+
+
+def _normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
