@@ -17,7 +17,9 @@
 # clocksource.txt / clocksource-after.txt (the current clocksource before and after
 # bonnie++: without clocksource= on the kernel command line a TCG guest switches from
 # tsc-early to tsc about 1.7 s after boot, i.e. possibly during the job),
-# interrupts-before.txt / interrupts-after.txt (/proc/interrupts),
+# interrupts-before.txt / interrupts-after.txt (/proc/interrupts), and beside them
+# uptime-*.txt, stat-*.txt and clockevent.txt: the tick window of guestio.workloads.tick,
+# marked on the console with "GUESTIO: phase benchmark" at both ends,
 # diskstat-before.txt / diskstat-after.txt (/sys/block/DEV/stat), mounts.txt, uname.txt.
 # Any failure: a line "bonnie job: error: ..." and a non-zero exit.
 
@@ -86,11 +88,20 @@ set -- -d "$MNT" -s "$SIZE_MIB" -r "$RAM_MIB" -n 0 -f -u root -q
 [ -n "$LABEL" ] && set -- "$@" -m "$LABEL"
 echo "running: bonnie++ $*"
 
+# tick window: start (guestio.workloads.tick.MARK_BEFORE_SH)
+echo "GUESTIO: phase benchmark" >/dev/kmsg
+cat /sys/devices/system/clockevents/clockevent0/current_device >"$OUT/clockevent.txt" 2>/dev/null
 cat /proc/interrupts >"$OUT/interrupts-before.txt"
+cat /proc/uptime >"$OUT/uptime-before.txt"
+head -n 1 /proc/stat >"$OUT/stat-before.txt"
 cat "$sysdev/stat" >"$OUT/diskstat-before.txt"
 bonnie++ "$@" >"$OUT/bonnie.csv" 2>"$OUT/bonnie.log"
 rc=$?
+# tick window: end (guestio.workloads.tick.MARK_AFTER_SH)
 cat /proc/interrupts >"$OUT/interrupts-after.txt"
+cat /proc/uptime >"$OUT/uptime-after.txt"
+head -n 1 /proc/stat >"$OUT/stat-after.txt"
+echo "GUESTIO: phase benchmark" >/dev/kmsg
 cat "$sysdev/stat" >"$OUT/diskstat-after.txt"
 cat /sys/devices/system/clocksource/clocksource0/current_clocksource >"$OUT/clocksource-after.txt"
 cat "$OUT/bonnie.log"

@@ -2,6 +2,8 @@
 # Each repetition is its own job, so a failed one reruns alone.  Benchmark jobs
 # take every core, so no other job runs beside them and disturbs the numbers.
 
+import guestio.workloads.tick
+
 DISK_CONDITIONS = [disk_condition(variant=v) for v in DISK["variants"]]
 register_table("disk", disk_native_runs() + disk_vm_runs(DISK_CONDITIONS), variants=conditions_variants(DISK_CONDITIONS),
                qemus=conditions_qemus(DISK_CONDITIONS), config_sections=["disk"])
@@ -44,6 +46,7 @@ rule disk_vm:
     params:
         vm=config["vm"],
         disk=DISK,
+        tick=lambda w: guestio.workloads.tick.settings(config, w.qemu),  # timer.smk: the tick check
     threads: workflow.cores
     log:
         f"{DISK_VM_DIR}/runner.log",

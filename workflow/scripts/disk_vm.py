@@ -5,7 +5,7 @@ from pathlib import Path
 from guestio import lifetime
 from guestio.analysis.measurements import frame, write_csv
 from guestio.vm.jobs import accelerator_of, guest_append, qemu_of, say_to, write_provenance
-from guestio.workloads import bonnie
+from guestio.workloads import bonnie, tick
 
 # An interrupted or orphaned job stops its children and tidies up (guestio.lifetime).
 lifetime.die_with_snakemake()
@@ -14,20 +14,25 @@ inp, w, vm, disk = snakemake.input, snakemake.wildcards, dict(snakemake.params.v
 outdir = Path(snakemake.output.csv).parent
 accel = accelerator_of(inp.accelerator)
 label = f"disk {w.variant} on {w.qemu} {w.disk} guest-{w.gsched} host-{w.hsched} rep{w.rep}"
+# The guest's tick (vm.tick, the PIT scale of this QEMU variant): measured, and checked.
+tick_settings = dict(getattr(snakemake.params, "tick", None) or tick.settings(snakemake.config, w.qemu))
+tick_hooks = tick.hooks_for(tick_settings, accel)
 with say_to(snakemake.log[0], label) as say:
     result, measurements = bonnie.run_vm_bonnie(
         kernel=inp.bzimage, initrd=inp.initrd, append=guest_append(vm), accel=accel,
         memory_mib=disk["ram_mib"], cpus=vm["cpus"], data_disk=inp.data_disk, interface=w.disk,
         cache=vm["disk_cache"], io_scheduler=w.gsched, size_mib=disk["size_mib"], ram_mib=disk["ram_mib"], outdir=outdir,
         boot_timeout_s=vm["boot_timeout_s"], job_timeout_s=vm["job_timeout_s"], log=say, run_label=label,
-        **qemu_of(inp),
+        hooks=[tick_hooks], **qemu_of(inp),
     )
+    ticked = tick.measure_run(outdir / "results", tick_hooks, tick_settings, inp.kconfig, where=label)
+    say(ticked.describe())
     guest = bonnie.read_guest_info(outdir / "results")
     say(f"block write {next(m.value for m in measurements if m.metric == 'block_write_throughput'):.0f} KiB/s "
         f"(clocksource {guest.clocksource}, scheduler {guest.scheduler})")
 write_csv(frame(experiment="disk", target="vm", variant=w.variant, accelerator=accel, disk=w.disk,
-                clocksource=guest.clocksource, repetition=int(w.rep), measurements=measurements,
+                clocksource=guest.clocksource, repetition=int(w.rep), measurements=measurements + ticked.measurements(),
                 qemu=w.qemu, guest_scheduler=guest.scheduler, host_scheduler=w.hsched),
           Path(snakemake.output.csv))
 write_provenance(Path(snakemake.output.provenance), repo=Path(snakemake.scriptdir).parents[1], inputs=inp,
-                 job=Path(inp.job), vm=vm, run_json=outdir / "run.json")
+                 job=Path(inp.job), vm=vm, run_json=outdir / "run.json", extra={"tick": ticked.to_json()})

@@ -13,7 +13,7 @@ from guestio.exits.kvm import KvmExitTracer
 from guestio.exits.tcg import ExitCounter
 from guestio.util import write_json_atomic
 from guestio.vm.jobs import accelerator_of, guest_append, qemu_of, say_to, write_provenance
-from guestio.workloads import bonnie
+from guestio.workloads import bonnie, tick
 
 # An interrupted or orphaned job stops its children and tidies up (guestio.lifetime).
 lifetime.die_with_snakemake()
@@ -29,13 +29,18 @@ with say_to(snakemake.log[0], label) as say:
         run_dir = Path(recorded)
     else:
         hook = KvmExitTracer(root=cfg["tracefs"]) if backend == "kvm" else ExitCounter(inp.plugin, trace=True)
+        # The guest's tick, measured and checked (guestio.workloads.tick).
+        tick_settings = dict(getattr(snakemake.params, "tick", None) or tick.settings(snakemake.config, w.qemu))
+        tick_hooks = tick.hooks_for(tick_settings, backend)
         bonnie.run_vm_bonnie(
             kernel=inp.bzimage, initrd=inp.initrd, append=guest_append(vm), accel=backend,
             memory_mib=cfg["ram_mib"], data_disk=inp.data_disk, interface=cfg["interface"], cache=vm["disk_cache"],
             io_scheduler=snakemake.params.guest_scheduler,
             size_mib=cfg["size_mib"], ram_mib=cfg["ram_mib"], outdir=outdir, boot_timeout_s=vm["boot_timeout_s"],
-            job_timeout_s=vm["job_timeout_s"], log=say, hooks=[hook], run_label=label, **qemu_of(inp),
+            job_timeout_s=vm["job_timeout_s"], log=say, hooks=[tick_hooks, hook], run_label=label, **qemu_of(inp),
         )
+        ticked = tick.measure_run(outdir / "results", tick_hooks, tick_settings, inp.kconfig, where=label)
+        say(ticked.describe())
         run_dir = outdir
     if backend == "kvm":
         table, summary = kvm_sites(run_dir / "kvm-trace", run_dir / "results", inp.system_map,
@@ -45,6 +50,8 @@ with say_to(snakemake.log[0], label) as say:
     else:
         table, summary = tcg_sites(hook, outdir / "results", inp.system_map, workload="bonnie++",
                                    variant=w.variant, say=say)
+    if not recorded:
+        summary["tick"] = ticked.to_json()
     exits.write_csv(table, Path(out.exits))
     write_json_atomic(Path(out.summary), summary)
     if summary["exits_per_mib_written"] is not None:

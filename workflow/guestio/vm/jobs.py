@@ -35,8 +35,11 @@ def qemu_of(inputs) -> dict:
 
 
 def guest_append(vm: dict, extra: str = "") -> str:
-    """The kernel command line every guest of a config gets."""
-    return " ".join(filter(None, [vm["append"], f"clocksource={vm['clocksource']}", extra]))
+    """The kernel command line every guest of a config gets (vm.tick: where its tick comes from)."""
+    from guestio.workloads.tick import kernel_params
+
+    return " ".join(filter(None, [vm["append"], f"clocksource={vm['clocksource']}",
+                                  kernel_params(vm.get("tick", "pit")), extra]))
 
 
 @contextlib.contextmanager
@@ -78,11 +81,13 @@ def run_job(spec: VMSpec, outdir: Path, vm: dict, label: str, log: Callable[[str
                   log=log, hooks=hooks, check=True, label=label)
 
 
-def write_provenance(path: Path, *, repo: Path, inputs, job: Path, vm: dict, run_json: Path) -> None:
-    """inputs: the rule's input with host, accelerator, build, qemu and image_manifest entries."""
-    write_json_atomic(Path(path), run_provenance(
+def write_provenance(path: Path, *, repo: Path, inputs, job: Path, vm: dict, run_json: Path,
+                     extra: dict | None = None) -> None:
+    """inputs: the rule's input with host, accelerator, build, qemu and image_manifest entries;
+    extra: more top-level entries (the run's measured tick: guestio.workloads.tick)."""
+    write_json_atomic(Path(path), {**run_provenance(
         repo=repo, host=Path(inputs.host), accelerator=Path(inputs.accelerator),
         kernel_build=Path(inputs.build), image_manifest=Path(inputs.image_manifest),
         qemu_build=Path(inputs.qemu),
         run=run_json, job=job, vm=vm,
-    ))
+    ), **(extra or {})})

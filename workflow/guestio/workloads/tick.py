@@ -74,7 +74,8 @@ from guestio.vm.machine import Hooks
 __all__ = [
     "MARK_PHASE", "MARK_BEFORE_SH", "MARK_AFTER_SH", "PIT_KERNEL_PARAMS", "TICK_SOURCES",
     "TickError", "TickRateError", "TickWindow", "TickHooks", "TickMeasurement",
-    "kernel_params", "kernel_hz", "pit_scale_of", "intended_rate", "timer_interrupts",
+    "kernel_params", "kernel_hz", "pit_scale_of", "intended_rate", "settings", "hooks_for", "measure_run",
+    "timer_interrupts",
     "read_uptime", "read_tick_seconds", "measure", "check_rate",
 ]
 
@@ -88,6 +89,8 @@ TICK_SOURCES = {
     # The kernel's own choice (the local APIC timer here): no PIT scaling possible.
     "lapic": ("", "LOC", "lapic"),
 }
+#: The schema's defaults of the timer section (a config without it: its defaults)
+TIMER_DEFAULTS = {"pit_scale": 10, "tolerance": 0.4}
 #: USER_HZ of x86 (the unit of /proc/stat)
 USER_HZ = 100
 
@@ -140,6 +143,26 @@ def pit_scale_of(qemu_config: dict, timer_config: dict, qemu_variant: str) -> in
 
 def intended_rate(hz: int, pit_scale: int) -> float:
     return hz / pit_scale
+
+
+def settings(config: dict, qemu_variant: str) -> dict:
+    """What a VM run on *qemu_variant* needs to know of its tick (a rule's params: a rerun trigger)."""
+    tick = config["vm"].get("tick", "pit")
+    kernel_params(tick)
+    timer = {**TIMER_DEFAULTS, **config.get("timer", {})}
+    return {"tick": tick, "pit_scale": pit_scale_of(config["qemu"], timer, qemu_variant),
+            "tolerance": float(timer["tolerance"])}
+
+
+def hooks_for(settings: dict, accel: str) -> "TickHooks":
+    return TickHooks(pit_scale=settings["pit_scale"], accel=accel, tick=settings["tick"])
+
+
+def measure_run(results_dir: Path | str, hooks: "TickHooks", settings: dict, kconfig: Path | str,
+                where: str = "") -> "TickMeasurement":
+    """measure() with a run's settings and its kernel's HZ; raises TickRateError when off."""
+    return measure(results_dir, hooks, hz=kernel_hz(kconfig), pit_scale=settings["pit_scale"],
+                   tick=settings["tick"], tolerance=settings["tolerance"], where=where)
 
 
 class TickWindow(Hooks):
@@ -320,3 +343,38 @@ def write(path: Path | str, m: TickMeasurement) -> None:
 
 def load(path: Path | str) -> dict:
     return json.loads(Path(path).read_text())
+
+
+# --------------------------------------------------------------------------------------------
+# Table 1: the paper's timer functions (Linux 2.6.27) and where their work is in 6.1's exits
+
+#: paper function -> (what it was, the 6.1 functions whose exits are its work: a site matches
+#: when its guest function or its calling function is one of them)
+PAPER_TIMER_FUNCTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "ack_ioapic_irq": (
+        "IO-APIC edge ack of the PIT's IRQ 0: in 6.1 the local APIC EOI write of the edge handler",
+        ("ack_ioapic_irq", "apic_ack_edge", "apic_ack_irq", "ack_APIC_irq", "apic_eoi", "ioapic_ack_level",
+         "handle_edge_irq", "handle_fasteoi_irq")),
+    "timer_interrupt": (
+        "the IRQ 0 handler (arch/x86/kernel/time.c, still so named): tick_handle_periodic -> "
+        "do_timer/update_wall_time, which reads the clocksource (acpi_pm_read) every tick",
+        ("timer_interrupt", "tick_handle_periodic", "tick_periodic", "timekeeping_advance", "update_wall_time")),
+    "__do_softirq": (
+        "softirqs after the tick (timers, RCU, scheduler)",
+        ("__do_softirq", "run_timer_softirq", "do_softirq", "__irq_exit_rcu", "irq_exit_rcu")),
+    "smp_apic_timer_interrupt": (
+        "the local APIC timer's handler (6.1: sysvec_apic_timer_interrupt); absent here by design: the "
+        "tick is the PIT's (nolapic_timer), so that the VMM can slow it down",
+        ("smp_apic_timer_interrupt", "sysvec_apic_timer_interrupt", "local_apic_timer_interrupt",
+         "lapic_next_event", "lapic_next_deadline")),
+}
+
+
+def paper_function_sites(ranked, functions: dict = PAPER_TIMER_FUNCTIONS) -> dict[str, list[int]]:
+    """{paper function: ranks of the sites (exits.schema.rank output) doing its work}."""
+    out = {}
+    for paper_fn, (_, names) in functions.items():
+        hits = ranked[ranked["function"].isin(names)
+                      | (ranked["caller"].isin(names) if "caller" in ranked.columns else False)]
+        out[paper_fn] = sorted(int(r) for r in hits["rank"])
+    return out
