@@ -55,7 +55,7 @@ _ID = re.compile(r"^[a-z0-9_]+$")   # claim, artifact and quantity ids
 
 _TOP_KEYS = ({"paper", "artifacts", "claims"}, set())
 _PAPER_INFO_KEYS = ({"citation", "testbed"}, set())
-_ARTIFACT_KEYS = ({"paper_id", "kind", "what", "workload", "built_by"}, {"title"})
+_ARTIFACT_KEYS = ({"paper_id", "kind", "what", "workload", "built_by"}, {"title", "notes"})
 _CLAIM_KEYS = ({"id", "paper_id", "statement", "artifacts", "quantities"}, {"note"})
 _QUANTITY_KEYS = ({"id", "label", "measure", "metric", "paper", "verdict_rule"},
                   {"experiment", "numerator", "denominator", "condition", "panel", "note"})
@@ -85,6 +85,7 @@ class Artifact:
     workload: str             # PAPER.md's "workload" column
     built_by: str | None      # the Snakemake rule that makes guestio's version, None if none yet
     title: str = ""           # figures: guestio's figure title
+    notes: tuple[str, ...] = ()  # figures: lines the figure prints under the claim (what a reader must know)
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,7 @@ class FigureClaim:
     panels: tuple[Panel, ...] = ()
     claim_id: str = ""
     testbed: str = ""       # the paper's testbed, printed beside its claim
+    notes: tuple[str, ...] = ()  # the artifact's notes, printed under the claim
 
 
 # --- checking ----------------------------------------------------------------------------------------
@@ -381,8 +383,14 @@ def _artifacts(p: _Problems, node: Any) -> dict[str, Artifact]:
         title = _text(p, where, a, "title")
         if title and kind != "figure":
             p.add(f"{where}.title", "only figures have a title")
+        notes = a.get("notes", [])
+        if not isinstance(notes, list) or not all(isinstance(n, str) and n.strip() for n in notes):
+            p.add(f"{where}.notes", f"expected a list of non-empty strings, got {notes!r}")
+            notes = []
+        if notes and kind != "figure":
+            p.add(f"{where}.notes", "only figures print notes")
         out[aid] = Artifact(aid, _text(p, where, a, "paper_id"), kind, _text(p, where, a, "what"),
-                            _text(p, where, a, "workload"), built_by, title)
+                            _text(p, where, a, "workload"), built_by, title, tuple(n.strip() for n in notes))
     return out
 
 
@@ -524,7 +532,7 @@ def _figures(p: _Problems, claims: Mapping[str, Claim], artifacts: Mapping[str, 
             p.add(f"artifact {fig_id}", "missing field 'title' (a figure draws it)")
         out[fig_id] = FigureClaim(fig_id, artifact.paper_id, artifact.title, claim.statement, first.experiment,
                                   _as_side(first.numerator), _as_side(first.denominator),
-                                  tuple(q.panel for _, q in items), claim.id, paper.testbed)
+                                  tuple(q.panel for _, q in items), claim.id, paper.testbed, artifact.notes)
     return out
 
 

@@ -515,8 +515,30 @@ def _panel_lines(panel: Panel, ratios: list[Ratio]) -> list[str]:
     return lines
 
 
+def _tick_line(df: pd.DataFrame, conditions: Iterable[Condition]) -> str:
+    """The guest tick measured in the runs of the drawn conditions (metric timer_interrupt_rate,
+    guestio.workloads.tick), as one line; "" when the table has none."""
+    if any(c not in df.columns for c in ("metric", "repetition", "value", "unit", *Condition._fields)):
+        return ""
+    rows = df[df["metric"] == "timer_interrupt_rate"]
+    parts = []
+    for c in dict.fromkeys(conditions):
+        if c.target != "vm" or rows.empty:
+            continue
+        try:
+            values, _ = condition_values(rows, c, "timer_interrupt_rate")
+        except ValueError:
+            continue
+        if values.size:
+            extras = " ".join(c.extras(["qemu"]))
+            parts.append(f"{c.variant}{' ' + extras if extras else ''} {values.mean():.0f} Hz "
+                         f"({values.min():.0f}-{values.max():.0f})")
+    return ("Measured guest tick (timer interrupts per second of wall time, mean and range of the runs): "
+            + "; ".join(parts) + ".") if parts else ""
+
+
 def _draw(spec: FigureClaim, provenance: Mapping, pairs, bars, ratios, seed: int, n_resamples: int,
-          confidence: float) -> tuple[Figure, bool]:
+          confidence: float, notes: Iterable[str] = ()) -> tuple[Figure, bool]:
     vm_conditions = [c for c, _ in pairs] + [d for _, d in pairs if d.target == "vm"]
     prov_acc, prov_reason = _accelerator_text(provenance)
     csv_accs = sorted({c.accelerator for c in vm_conditions})
@@ -529,6 +551,7 @@ def _draw(spec: FigureClaim, provenance: Mapping, pairs, bars, ratios, seed: int
         header += [(line, 10.0, "bold", "#b00000") for line in textwrap.wrap(TCG_WARNING, 105)]
     header += [(line, 10.0, "normal", "black") for line in
                textwrap.wrap(f"Paper's claim ({spec.paper_id}; {spec.testbed}): {spec.claim}.", 125)]
+    header += [(line, 9.0, "normal", "#1f3f7f") for note in (*spec.notes, *notes) for line in textwrap.wrap(note, 140)]
     panel_text = [_panel_lines(p, ratios) for p in spec.panels]
     n_panel_lines = max(len(t) for t in panel_text)
     varying = _varying([c for pair in pairs for c in pair])
@@ -650,7 +673,9 @@ def plot_comparison(fig_id: str, df: pd.DataFrame, provenance: Mapping | None,
     with matplotlib.rc_context():
         matplotlib.rcdefaults()
         matplotlib.rcParams.update(RC)
-        fig, tcg = _draw(spec, provenance, pairs, bars, ratios, seed, n_resamples, confidence)
+        tick = _tick_line(df, [c for pair in pairs for c in pair])
+        fig, tcg = _draw(spec, provenance, pairs, bars, ratios, seed, n_resamples, confidence,
+                         notes=[tick] if tick else [])
         outputs = []
         if out_pdf is not None:
             outputs.append(_atomic(Path(out_pdf), lambda tmp: fig.savefig(tmp, format="pdf",
