@@ -258,3 +258,17 @@ rule bundle:
     localrule: True
     script:
         "../scripts/bundle.py"
+
+
+# Rules that take seconds and need no node run on the submitting host under a cluster executor
+# (profiles/slurm): plotting, tables, the claims table, the report entries, the bundle, targets.
+def _local_rules():
+    names = {"figure", "measurement_table", "claims_cost", "claims_table", "claims", "report_entry",
+             "render_specs", "bundle", "all", "fig1", "fig2", "fig6"}
+    for art in guestio.analysis.claims.load_artifacts().values():
+        if art.built_by and art.kind != "text":
+            names.add(art.built_by)
+    return sorted(n for n in names if workflow.is_rule(n))
+
+
+workflow.localrules(*_local_rules())
