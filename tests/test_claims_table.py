@@ -1,0 +1,184 @@
+"""The claims table (guestio.report.claims_table): verdict rules applied as verdicts.yaml says, on
+recorded runs (tests/data/report/results: real native and TCG runs of the test suite), with
+"not measured here" for every artifact nothing here builds."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from guestio.analysis import claims as claims_mod
+from guestio.analysis import figures, measurements
+from guestio.report import claims_table as ct
+
+DATA = Path(__file__).parent / "data" / "report" / "results"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def rule(kind, **params):
+    return claims_mod.VerdictRule(kind, tuple(params.items()))
+
+
+# --- the rule, stated once ------------------------------------------------------------------------
+
+def test_verdict_file_maps_every_outcome_to_one_of_four_verdicts():
+    rules = ct.verdict_rules()
+    assert rules["verdicts"] == ["reproduced", "not reproduced", "contradicted", "not measured here"]
+    assert set(rules["outcomes"]) == set(ct.OUTCOMES)
+    assert rules["outcomes"]["not_tested"] is None
+    assert rules["outcomes"]["opposite"] == "contradicted"
+
+
+@pytest.mark.parametrize("value,low,high,outcome", [
+    (0.52, 0.45, 0.60, "agrees"),        # CI inside the band
+    (0.35, 0.30, 0.41, "agrees"),        # CI meets [0.4, 0.6] at its edge
+    (0.17, 0.14, 0.20, "differs"),       # below the band, still below 1: "less than native" holds
+    (1.71, 1.58, 1.86, "opposite"),      # the paper says half of native, we see more than native
+    (0.5, math.nan, math.nan, "no_ci"),  # one repetition
+    (math.nan, math.nan, math.nan, "no_data"),
+])
+def test_ratio_ci_contains(value, low, high, outcome):
+    assert ct.judge(rule("ratio_ci_contains", value=0.5, tolerance=0.1), value, low, high) == outcome
+
+
+@pytest.mark.parametrize("expect,low,high,outcome", [
+    (">", 1.1, 1.3, "agrees"), (">", 0.9, 1.1, "undecided"), (">", 0.8, 0.95, "opposite"),
+    ("<", 0.2, 0.4, "agrees"), ("<", 1.2, 1.4, "opposite"),
+    ("!=", 1.05, 1.2, "agrees"), ("!=", 0.7, 0.9, "agrees"), ("!=", 0.9, 1.1, "undecided"),
+])
+def test_direction(expect, low, high, outcome):
+    assert ct.judge(rule("direction", expect=expect, reference=1.0), (low + high) / 2, low, high) == outcome
+
+
+def test_sites_include_matches_function_and_caller():
+    r = rule("sites_include", sites=(claims_mod.Site("iowrite8", "ata_sff_dev_select"),
+                                     claims_mod.Site("ioread8", None)), at_least=2)
+    assert ct.judge_sites(r, [("iowrite8", "ata_sff_dev_select"), ("ioread8", "x")]) == ("agrees", 2)
+    assert ct.judge_sites(r, [("iowrite8", "ata_sff_tf_load"), ("ioread8", "x")]) == ("differs", 1)
+
+
+@pytest.mark.parametrize("votes,verdict", [
+    (["reproduced", "reproduced"], "reproduced"),
+    (["reproduced", None], "reproduced"),                     # a not_tested quantity does not vote
+    (["reproduced", "not measured here"], "not measured here"),
+    (["not reproduced", "not measured here"], "not reproduced"),
+    (["reproduced", "contradicted", "not reproduced"], "contradicted"),
+    ([None], "not measured here"),
+])
+def test_claim_verdict_precedence(votes, verdict):
+    assert ct.claim_verdict(votes, ct.verdict_rules()) == verdict
+
+
+# --- on recorded runs ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def results(tmp_path):
+    dest = tmp_path / "results"
+    shutil.copytree(DATA, dest)
+    return dest
+
+
+def evidence(results: Path, **kw) -> ct.Evidence:
+    ev = ct.Evidence(results=str(results), built={"fig1", "fig2", "fig6", "table3"},
+                     tables=[str(results / "tables" / "disk.csv")],
+                     targets={"fig1": [str(results / "figures" / "fig1.pdf")]},
+                     defaults={"qemu": ["-", "stock"], "guest_scheduler": ["-", "mq-deadline"],
+                               "host_scheduler": ["-", "file"]},
+                     config={"vm": {"disk_cache": "none"}}, workdir=str(results), n_resamples=2000, **kw)
+    return ev
+
+
+def test_every_claim_has_a_row_and_unbuilt_artifacts_are_not_measured_here(results):
+    rows = ct.build(evidence(results), costs={})
+    assert [r.claim for r in rows] == list(claims_mod.load_claims())
+    by_id = {r.claim: r for r in rows}
+    for cid in ("fig3", "fig4", "table1", "table2", "table4", "fig5", "sec3_2_2", "fig7"):
+        assert by_id[cid].verdict == "not measured here", by_id[cid]
+        assert by_id[cid].command == "not built by any rule of this workflow yet"
+        assert all(q.outcome in ("no_data", "not_tested") for q in by_id[cid].quantities)
+    assert by_id["fig6"].verdict == "not measured here"          # no pmtmr run in the recording
+    assert "no measured rows" in by_id["fig6"].quantities[0].note
+
+
+def test_ratios_from_the_long_form_table_agree_with_the_figures(results):
+    """A ratio the claims table computes itself (no figure summary present) is the figure's."""
+    rows = {r.claim: r for r in ct.build(evidence(results), costs={})}
+    df = measurements.read_csv(results / "tables" / "disk.csv")
+    summary = figures.summary_table(df, "fig1", seed=2010, n_resamples=2000)
+    for q in rows["fig1"].quantities:
+        expect = summary[summary.metric == claims_mod.load_claims()["fig1"].quantity(q.quantity).metric].iloc[0]
+        assert q.value == pytest.approx(expect.ratio)
+        assert q.accelerator == "tcg" and q.from_emulation
+        assert q.outcome == "no_ci"                    # one VM repetition: no interval, so no verdict
+    assert rows["fig1"].verdict == "not reproduced"
+    assert rows["fig1"].verdict_text == "not reproduced (from emulation, TCG)"
+
+
+def test_figure_summary_is_preferred_and_its_ci_judged(results):
+    """With a figure's ratio summary present, its row is what is judged (here: a fabricated CI
+    around 0.5 for Fig 1's throughput, outside it for the CPU: reproduced and contradicted)."""
+    fig = results / "figures"
+    fig.mkdir()
+    pd.DataFrame([
+        {"metric": "block_write_throughput", "ratio": 0.5, "ci_low": 0.45, "ci_high": 0.55, "accelerator": "kvm",
+         "numerator": "VM baseline", "denominator": "native", "n_numerator": 5, "n_denominator": 5},
+        {"metric": "block_write_cpu", "ratio": 1.7, "ci_low": 1.6, "ci_high": 1.8, "accelerator": "kvm",
+         "numerator": "VM baseline", "denominator": "native", "n_numerator": 5, "n_denominator": 5},
+    ]).to_csv(fig / "fig1-ratios.csv", index=False)
+    ev = evidence(results)
+    ev.ratios["fig1"] = str(fig / "fig1-ratios.csv")
+    row = {r.claim: r for r in ct.build(ev, costs={})}["fig1"]
+    assert [q.outcome for q in row.quantities] == ["agrees", "opposite"]
+    assert row.verdict == "contradicted" and row.verdict_text == "contradicted"   # KVM: not emulation
+    assert row.quantities[0].measured == "0.500 [0.450, 0.550]"
+
+
+def test_table3_sites_from_the_exit_table(results):
+    table = results / "tables" / "table3.csv"
+    pd.DataFrame([
+        {"accelerator": "tcg-modelled", "workload": "bonnie++", "variant": "baseline", "phase": "boot",
+         "function": "acpi_pm_read", "caller": "verify_pmtmr_rate", "count": 10, "count_share": 0.5, "rank": 1},
+        {"accelerator": "tcg-modelled", "workload": "bonnie++", "variant": "baseline", "phase": "benchmark",
+         "function": "iowrite8", "caller": "ata_sff_tf_load", "count": 9, "count_share": 0.4, "rank": 1},
+    ]).to_csv(table, index=False)
+    row = {r.claim: r for r in ct.build(evidence(results, exit_tables={"table3": str(table)}), costs={})}["table3"]
+    q = row.quantities[0]
+    assert q.outcome == "differs" and q.value == 1.0
+    assert "1 of 4 listed sites" in q.measured
+    assert row.verdict_text == "not reproduced (from emulation, TCG)"
+
+
+def test_fig2_row_says_the_paper_setting_and_how_to_run_it(results):
+    row = {r.claim: r for r in ct.build(evidence(results), costs={})}["fig2"]
+    assert "cache=none" in row.setting
+    assert "vm.disk_cache: none (from the run's provenance)" in row.setting
+    assert "config/paper-cache.yaml" in row.setting
+    paper = yaml.safe_load((REPO / "config" / "paper-cache.yaml").read_text())
+    assert paper["vm"]["disk_cache"] == "writeback"
+    # A run with the paper's setting says so instead.
+    ev = evidence(results, )
+    ev.tables = []
+    ev.config = {"vm": {"disk_cache": "writeback"}}
+    assert "This run used the paper's setting" in ct.setting_text("fig2", [], ev)
+
+
+def test_written_files(results, tmp_path):
+    rows = ct.build(evidence(results), costs={"fig1": {"run_s": 600.0, "build_s": 1800.0, "run_bytes": 1 << 20,
+                                                       "build_bytes": 1 << 30, "jobs": 7}})
+    md, csv, q = tmp_path / "claims.md", tmp_path / "claims.csv", tmp_path / "claims-quantities.csv"
+    ct.write(rows, str(md), str(csv), str(q))
+    table = pd.read_csv(csv)
+    assert list(table.columns) == ct.CLAIM_COLUMNS
+    assert len(table) == len(claims_mod.load_claims())
+    assert set(table.verdict) <= set(ct.verdict_rules()["verdicts"])
+    fig1 = table[table.claim == "fig1"].iloc[0]
+    assert fig1.run_time_s == 600.0 and fig1.build_disk_bytes == 1 << 30
+    text = md.read_text()
+    assert text.startswith("# The paper's claims, as measured here")
+    assert "| Fig 1 |" in text and "runs 10.0 min, 1.0 MiB; builds (shared) 30.0 min, 1.00 GiB" in text
+    assert len(pd.read_csv(q)) == sum(len(c.quantities) for c in claims_mod.load_claims().values())
