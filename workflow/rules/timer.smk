@@ -3,6 +3,8 @@
 # PIT's channel 0 down while the guest still believes HZ=1000).  Every run measures its tick
 # (guestio.workloads.tick) and fails when it is not HZ / the PIT scale.
 
+import sys
+
 import guestio.workloads.tick
 
 TIMER = config["timer"]
@@ -14,8 +16,10 @@ TIMER_CONDITIONS = {
     "vHZ100 (VMM PIT x10)": ("baseline", "pit-scale"),
 }
 if "pit-scale" not in QEMU_VARIANTS:
-    raise WorkflowError("the timer stage (Fig 5, Table 1) needs the QEMU variant pit-scale: [pit-scale] "
-                        "under qemu.variants")
+    # qemu.binary: host cannot be patched: Fig 5 and Table 1 then lack the VMM's route.
+    print("timer: no QEMU variant pit-scale (qemu.variants): Fig 5 and Table 1 without the VMM's route to vHZ100",
+          file=sys.stderr)
+    del TIMER_CONDITIONS["vHZ100 (VMM PIT x10)"]
 for _name, (_variant, _qemu) in TIMER_CONDITIONS.items():
     if _variant not in VARIANTS:
         raise WorkflowError(f"the timer stage ({_name}) needs the kernel variant {_variant!r} under variants")
