@@ -69,6 +69,11 @@ PLUGIN_COLUMNS = ["phase", "pc", "kind", "detail", "port_or_address", "size", "c
 PHASES = ("boot", "init", "benchmark", "shutdown")
 TRACE_EVENTS = ("memory_region_ops_read", "memory_region_ops_write")
 IO_SPACE_END = 0x10000
+#: QEMU's region name of the guestio-coalesce doorbell (QEMU variant ``coalesce``,
+#: workflow/qemu/layers/coalesce).  Inside one doorbell write the device replays a batch of
+#: port accesses; their trace events follow the doorbell's own event in the vCPU thread but
+#: are no guest instructions: they are kept apart (``replayed_events``), like MSI writes.
+DOORBELL_REGION = "guestio-coalesce"
 KERNEL_SPLIT = 1 << 63
 
 
@@ -403,6 +408,7 @@ class SequenceResult:
     orphan_events: list[TraceEvent]          # vCPU events no plugin record explains
     phases: list[str]
     internal_events: list[TraceEvent] = field(default_factory=list)  # device-internal (MSI)
+    replayed_events: list[TraceEvent] = field(default_factory=list)  # a doorbell's replays
 
     @property
     def pio_by_site(self) -> dict[tuple[str, int, int | None], dict[int | None, int]]:
@@ -454,12 +460,16 @@ def parse_sequence(log: Path | str, vcpu: int = 0) -> SequenceResult:
     cur_p: SeqRecord | None = None
 
     internal: list[TraceEvent] = []
+    replayed: list[TraceEvent] = []
 
     def flush_pending() -> None:
         nonlocal pending
         for e in pending:
             if e.addr < IO_SPACE_END:
-                (orphans if cur_p is None else cur_p.events).append(e)
+                if cur_p is not None and any(x.write and x.region == DOORBELL_REGION for x in cur_p.events):
+                    replayed.append(e)   # the coalesce device replaying its batch
+                else:
+                    (orphans if cur_p is None else cur_p.events).append(e)
             elif _is_msi(e):
                 internal.append(e)
             else:
@@ -532,7 +542,8 @@ def parse_sequence(log: Path | str, vcpu: int = 0) -> SequenceResult:
                     problems.append(f"size mismatch at MMIO pc {r.pc:#x} {r.addr:#x}: "
                                     f"plugin {r.size}, QEMU {[e.size for e in r.events]}")
     return SequenceResult(records=records, problems=problems, foreign_events=foreign,
-                          orphan_events=orphans, phases=phases, internal_events=internal)
+                          orphan_events=orphans, phases=phases, internal_events=internal,
+                          replayed_events=replayed)
 
 
 def _is_msi(e: TraceEvent) -> bool:
@@ -578,6 +589,7 @@ class CrossCheck:
     internal: dict[str, int]          # device-internal vCPU-thread events (MSI), not guest's
     csv_vs_sequence: list[str]        # differences between the CSV and the sequence log
     problems: list[str]               # everything that makes ok False
+    replayed: dict[int, int] = field(default_factory=dict)  # port -> accesses a doorbell replayed
 
     def summary(self) -> str:
         lines = [f"cross-check {'OK' if self.ok else 'FAILED'}: "
@@ -590,6 +602,10 @@ class CrossCheck:
         if self.internal:
             lines.append(f"  device-internal events in the vCPU thread (MSI delivery, not "
                          f"guest accesses): {self.internal}")
+        if self.replayed:
+            lines.append(f"  port accesses replayed by the coalesce doorbell (not guest "
+                         f"instructions): {sum(self.replayed.values())} on {len(self.replayed)} ports "
+                         f"{ {hex(k): v for k, v in sorted(self.replayed.items())} }")
         lines += [f"  {p}" for p in self.problems[:50]]
         return "\n".join(lines)
 
@@ -682,7 +698,8 @@ def cross_check(rows: list[PluginRow], seq: SequenceResult) -> CrossCheck:
     return CrossCheck(ok=not problems, pio_plugin=dict(pio_plugin), pio_qemu=dict(pio_qemu),
                       mmio_plugin=dict(mmio_plugin), mmio_qemu=dict(mmio_qemu),
                       mmio_regions=dict(regions), unassigned=dict(unassigned),
-                      internal=dict(internal), csv_vs_sequence=diff, problems=problems)
+                      internal=dict(internal), csv_vs_sequence=diff, problems=problems,
+                      replayed=dict(collections.Counter(e.addr for e in seq.replayed_events)))
 
 
 # --------------------------------------------------------------------------------------------
