@@ -35,11 +35,17 @@ def _plain_outputs(rule_name):
     return [(names.get(i), str(o)) for i, o in enumerate(r.output) if "{" not in str(o)]
 
 
+REPORT_ARTIFACTS = (config.get("report") or {}).get("artifacts")   # None: all that are built
+
+
 def built_artifacts():
-    """artifact id -> {"kind", "rule", "files", "csv"} for the artifacts a rule of this workflow builds."""
+    """artifact id -> {"kind", "rule", "files", "csv"} for the artifacts a rule of this workflow builds
+    (and report.artifacts selects)."""
     out = {}
     for aid, art in guestio.analysis.claims.load_artifacts().items():
         if not art.built_by or not workflow.is_rule(art.built_by):
+            continue
+        if REPORT_ARTIFACTS is not None and aid not in REPORT_ARTIFACTS:
             continue
         if art.built_by == "figure":
             if aid in FIGURES:
@@ -78,17 +84,24 @@ def claims_evidence():
             ev.ratios[aid] = b["csv"]
         elif b["csv"]:
             ev.exit_tables[aid] = b["csv"]
-    ev.tables = [table_files(name)["csv"] for name in TABLES]
+    ev.tables = [table_files(name)["csv"] for name in report_tables()]
     # Selectors match unnamed columns to their default, as the figures do: "-" where a column
     # does not apply, else the default condition's value (CONDITION_DEFAULTS).
     ev.defaults = {column: ["-", str(value)] for column, value in CONDITION_DEFAULTS.items()}
     return ev
 
 
+def report_tables():
+    """The measurement tables taken in: all, or those of the selected figures (report.artifacts)."""
+    if REPORT_ARTIFACTS is None:
+        return list(TABLES)
+    return [name for name in TABLES if any(FIGURES.get(a) == name for a in REPORT_ARTIFACTS)]
+
+
 def artifact_files(wildcards=None):
     """Every file of every built artifact, and the measurement tables with their provenance."""
     files = [f for b in built_artifacts().values() for f in b["files"] + ([b["csv"]] if b["csv"] else [])]
-    for name in TABLES:
+    for name in report_tables():
         files += list(table_files(name).values())
     return list(dict.fromkeys(files))
 
@@ -149,7 +162,7 @@ def report_facts():
                                   "provenance": table_files(b["table"])["provenance"]}
         else:
             facts.tables[aid] = {"csv": b["csv"], "markdown": b.get("markdown") or ""}
-    for name in TABLES:
+    for name in report_tables():
         facts.data[name] = table_files(name)
     return facts
 
@@ -163,7 +176,7 @@ def report_entries():
             entries[f"figure-{aid}"] = (b["files"][1], "figure.rst", "2. Figures", arts[aid].paper_id)
         elif b["csv"]:
             entries[f"table-{aid}"] = (b["csv"], "table.rst", "3. Tables", arts[aid].paper_id)
-    for name in TABLES:
+    for name in report_tables():
         entries[f"data-{name}"] = (table_files(name)["csv"], "data.rst", "4. Measurements", name)
     return entries
 
@@ -215,14 +228,8 @@ def render_specs():
     from guestio.report.bundle import render_spec
     jobs = [(b["rule"], b["wildcards"]) for b in built_artifacts().values()]
     jobs = list({(r, tuple(sorted(w.items()))): (r, w) for r, w in jobs}.values())
-    jobs = [("measurement_table", {"table": name}) for name in TABLES] + jobs + [("claims_table", {})]
-    specs = [render_spec(workflow, REPO, name, wc) for name, wc in jobs if workflow.is_rule(name)]
-    # Only what this run made: a bundle of a partial run re-renders what it holds.
-    return [s for s in specs if all(os.path.exists(o) for o in _flat_items(s["output"]))]
-
-
-def _flat_items(record):
-    return [y for x in record["items"] for y in (x if isinstance(x, list) else [x])]
+    jobs = [("measurement_table", {"table": name}) for name in report_tables()] + jobs + [("claims_table", {})]
+    return [render_spec(workflow, REPO, name, wc) for name, wc in jobs if workflow.is_rule(name)]
 
 
 rule render_specs:
@@ -235,8 +242,11 @@ rule render_specs:
         specs=lambda w: render_specs(),
     localrule: True
     run:
+        from guestio.report.bundle import existing_specs
         from guestio.util import write_json_atomic
-        write_json_atomic(Path(output[0]), params.specs)
+        # Only what this run made (params are evaluated before it ran): a bundle of a partial
+        # run re-renders what it holds.
+        write_json_atomic(Path(output[0]), existing_specs(params.specs))
 
 
 rule bundle:

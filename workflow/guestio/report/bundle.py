@@ -113,7 +113,8 @@ def render_spec(workflow, repo: Path, rule_name: str, wildcards: Mapping[str, st
     outputs, _ = rule.expand_output(wc)
     params, _ = rule.expand_params(wc, inputs, outputs, None)
     log = rule.expand_log(wc)
-    basedir = rule.basedir.get_path_or_uri() if hasattr(rule.basedir, "get_path_or_uri") else str(rule.basedir)
+    basedir = (rule.basedir.get_path_or_uri(secret_free=True) if hasattr(rule.basedir, "get_path_or_uri")
+               else str(rule.basedir))
     script = rule.script
     if script is None:
         raise ValueError(f"render_spec: rule {rule_name} has no script: directive")
@@ -128,6 +129,15 @@ def render_spec(workflow, repo: Path, rule_name: str, wildcards: Mapping[str, st
     return {"rule": rule_name, "wildcards": wc, "script": _relative(str(script_path), repo),
             "input": conv(inputs), "output": conv(outputs), "log": conv(log),
             "params": {name: _jsonable(value) for name, value in params.items()}}
+
+
+def existing_specs(specs: list[dict]) -> list[dict]:
+    """The specs whose outputs and inputs all exist (a table given as data, without the runs it
+    was combined from, is bundled as data and not re-rendered)."""
+    def flat(record):
+        return [y for x in record["items"] for y in (x if isinstance(x, list) else [x])]
+    return [s for s in specs if all(os.path.exists(o) for o in flat(s["output"]))
+            and all(os.path.exists(i) for i in flat(s["input"]) if not i.startswith("repo:"))]
 
 
 # --- choosing the files -----------------------------------------------------------------------------
@@ -153,13 +163,14 @@ def classify(path: Path) -> str:
 
 def results_files(results: str | os.PathLike, exclude: Iterable[str] = ()) -> tuple[list[str], list[str]]:
     """(included, external) files under the results dir, sorted, paths as given (relative)."""
-    excluded = {os.path.normpath(e) for e in exclude}
+    excluded = {os.path.normpath(os.path.abspath(e)) for e in exclude}
     inc, ext = [], []
     for dirpath, dirs, files in os.walk(results):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                         and os.path.normpath(os.path.abspath(os.path.join(dirpath, d))) not in excluded)
         for name in sorted(files):
             p = Path(dirpath) / name
-            if os.path.normpath(p) in excluded or p.is_symlink():
+            if os.path.normpath(os.path.abspath(p)) in excluded or p.is_symlink():
                 continue
             kind = classify(p)
             (inc if kind == "include" else ext if kind == "external" else []).append(str(p))
@@ -305,8 +316,8 @@ def build(*, results: str, repo: str | os.PathLike, out: str | os.PathLike, conf
     """Write the bundle archive ``out``; returns a summary (counts, sizes)."""
     repo, out = Path(repo), Path(out)
     say = log or (lambda msg: None)
-    stage_parent = out.parent / (out.name + ".staging")
-    shutil.rmtree(stage_parent, ignore_errors=True)
+    import tempfile
+    stage_parent = Path(tempfile.mkdtemp(prefix="guestio-bundle-"))
     stage = stage_parent / ROOT
     stage.mkdir(parents=True)
     try:
@@ -334,7 +345,8 @@ def build(*, results: str, repo: str | os.PathLike, out: str | os.PathLike, conf
             if (repo / f).is_file():
                 shutil.copy2(repo / f, stage / "envs" / Path(f).name)
         # Data, provenance, logs, figures, tables.
-        included, external = results_files(results, exclude=[str(out), str(stage_parent), *exclude])
+        # Not the bundle's own directory (earlier bundles, render.json: copied below).
+        included, external = results_files(results, exclude=[str(out.parent), *exclude])
         for f in included:
             dest = stage / "files" / os.path.normpath(f)
             dest.parent.mkdir(parents=True, exist_ok=True)
