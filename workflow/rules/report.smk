@@ -51,16 +51,21 @@ def built_artifacts():
             if aid in FIGURES:
                 out[aid] = {"kind": "figure", "rule": "figure", "wildcards": {"fig": aid},
                             "files": figure_files(aid), "csv": f"{RESULTS}/figures/{aid}-ratios.csv",
-                            "table": FIGURES[aid]}
+                            "png": figure_files(aid)[1], "table": FIGURES[aid]}
             continue
         outputs = _plain_outputs(art.built_by)
         if not outputs:
             continue
-        csvs = [p for n, p in outputs if p.endswith(".csv")]
-        named = [p for n, p in outputs if n == "csv"]
+        # A stage's own rule: a figure (a PNG and its "-ratios.csv" summary) or a table (a CSV).
+        pngs = [p for n, p in outputs if p.endswith(".png")]
+        ratios = [p for n, p in outputs if p.endswith("-ratios.csv")]
+        csvs = [p for n, p in outputs if p.endswith(".csv") and p not in ratios]
+        named = [p for n, p in outputs if n == "csv" and p not in ratios]
         mds = [p for n, p in outputs if p.endswith(".md")]
-        out[aid] = {"kind": art.kind, "rule": art.built_by, "wildcards": {}, "files": [p for _, p in outputs],
-                    "csv": (named or csvs or [None])[0], "markdown": (mds or [None])[0]}
+        entry = {"kind": "figure" if pngs else "table", "rule": art.built_by, "wildcards": {},
+                 "files": [p for _, p in outputs], "markdown": (mds or [None])[0], "png": (pngs or [None])[0]}
+        entry["csv"] = (ratios or [None])[0] if pngs else (named or csvs or [None])[0]
+        out[aid] = entry
     return out
 
 
@@ -81,7 +86,8 @@ def claims_evidence():
         ev.built.add(aid)
         ev.targets[aid] = list(b["files"])
         if b["kind"] == "figure":
-            ev.ratios[aid] = b["csv"]
+            if b["csv"]:
+                ev.ratios[aid] = b["csv"]
         elif b["csv"]:
             ev.exit_tables[aid] = b["csv"]
     ev.tables = [table_files(name)["csv"] for name in report_tables()]
@@ -158,8 +164,8 @@ def report_facts():
     for aid, b in built.items():
         facts.expected[aid] = list(b["files"])
         if b["kind"] == "figure":
-            facts.figures[aid] = {"png": b["files"][1], "ratios": b["csv"],
-                                  "provenance": table_files(b["table"])["provenance"]}
+            facts.figures[aid] = {"png": b["png"], "ratios": b["csv"] or "",
+                                  "provenance": table_files(b["table"])["provenance"] if b.get("table") else ""}
         else:
             facts.tables[aid] = {"csv": b["csv"], "markdown": b.get("markdown") or ""}
     for name in report_tables():
@@ -173,7 +179,7 @@ def report_entries():
     entries = {"claims": (CLAIMS_CSV, "claims.rst", "1. Claims", "verdicts")}
     for aid, b in built_artifacts().items():
         if b["kind"] == "figure":
-            entries[f"figure-{aid}"] = (b["files"][1], "figure.rst", "2. Figures", arts[aid].paper_id)
+            entries[f"figure-{aid}"] = (b["png"], "figure.rst", "2. Figures", arts[aid].paper_id)
         elif b["csv"]:
             entries[f"table-{aid}"] = (b["csv"], "table.rst", "3. Tables", arts[aid].paper_id)
     for name in report_tables():
