@@ -264,7 +264,7 @@ def test_coalesce_kernel_on_coalesce_qemu_merges_and_the_data_is_right(coalesce_
                               hooks=[counters])
     lines = _coalesce_lines(results)
     print("\n".join(lines), counters.values)
-    assert any(re.search(r"ata1: coalesce: taskfile writes merged through the doorbell at port 0x530", ln)
+    assert any(re.search(r"port 0: coalesce: taskfile writes merged through the doorbell at port 0x530", ln)
                for ln in lines), lines
     _check_data(results, disk)
     # 128 writes and 128 reads of 64 KiB, each a device select and a taskfile batch at least.

@@ -42,7 +42,7 @@ rule disk_vm:
     wildcard_constraints:
         disk="ide|virtio",
         gsched="none|bfq|mq-deadline|kyber",
-        hsched="file",
+        hsched="file|none|mq-deadline|kyber|bfq",   # not file: a loop device (guestio.workloads.hostdisk)
     params:
         vm=config["vm"],
         disk=DISK,

@@ -5,7 +5,7 @@ from pathlib import Path
 from guestio import lifetime
 from guestio.analysis.measurements import frame, write_csv
 from guestio.vm.jobs import accelerator_of, guest_append, qemu_of, say_to, write_provenance
-from guestio.workloads import bonnie, tick
+from guestio.workloads import bonnie, hostdisk, tick
 
 # An interrupted or orphaned job stops its children and tidies up (guestio.lifetime).
 lifetime.die_with_snakemake()
@@ -17,13 +17,15 @@ label = f"disk {w.variant} on {w.qemu} {w.disk} guest-{w.gsched} host-{w.hsched}
 # The guest's tick (vm.tick, the PIT scale of this QEMU variant): measured, and checked.
 tick_settings = dict(getattr(snakemake.params, "tick", None) or tick.settings(snakemake.config, w.qemu))
 tick_hooks = tick.hooks_for(tick_settings, accel)
-with say_to(snakemake.log[0], label) as say:
+# Host scheduler other than "file": the data disk on a loop device with that scheduler, made
+# for this run and detached after it however it ends (guestio.workloads.hostdisk).
+with say_to(snakemake.log[0], label) as say, hostdisk.host_disk(w.hsched, inp.data_disk, outdir, say=say) as host:
     result, measurements = bonnie.run_vm_bonnie(
         kernel=inp.bzimage, initrd=inp.initrd, append=guest_append(vm), accel=accel,
         memory_mib=disk["ram_mib"], cpus=vm["cpus"], data_disk=inp.data_disk, interface=w.disk,
         cache=vm["disk_cache"], io_scheduler=w.gsched, size_mib=disk["size_mib"], ram_mib=disk["ram_mib"], outdir=outdir,
         boot_timeout_s=vm["boot_timeout_s"], job_timeout_s=vm["job_timeout_s"], log=say, run_label=label,
-        hooks=[tick_hooks], **qemu_of(inp),
+        hooks=[tick_hooks], host_disk=host.device if host else None, **qemu_of(inp),
     )
     ticked = tick.measure_run(outdir / "results", tick_hooks, tick_settings, inp.kconfig, where=label)
     say(ticked.describe())
@@ -35,4 +37,5 @@ write_csv(frame(experiment="disk", target="vm", variant=w.variant, accelerator=a
                 qemu=w.qemu, guest_scheduler=guest.scheduler, host_scheduler=w.hsched),
           Path(snakemake.output.csv))
 write_provenance(Path(snakemake.output.provenance), repo=Path(snakemake.scriptdir).parents[1], inputs=inp,
-                 job=Path(inp.job), vm=vm, run_json=outdir / "run.json", extra={"tick": ticked.to_json()})
+                 job=Path(inp.job), vm=vm, run_json=outdir / "run.json", extra={"tick": ticked.to_json(),
+                        "host_disk": host.to_json() if host else {"scheduler": "file"}})

@@ -224,7 +224,8 @@ class VMSpec:
         if self.job is not None:
             files.append(("job script", self.job))
         files += [(f"input {name!r}", p) for name, p in self.inputs.items()]
-        files += [("disk image", d.copy_of or d.path) for d in self.disks]
+        files += [("disk image", d.copy_of or d.path) for d in self.disks
+                  if not (d.copy_of is None and Path(d.path).is_block_device())]  # a loop device (hostdisk)
         for what, path in files:
             if not Path(path).is_file():
                 raise FileNotFoundError(2, f"VM {what} not found (or not a regular file)",

@@ -504,6 +504,7 @@ def run_vm_bonnie(*, kernel: os.PathLike | str, initrd: os.PathLike | str, appen
                   machine_opts: str = "", required: Iterable[str] = REQUIRED_METRICS,
                   hooks: Iterable[Hooks] = (), qemu: str = QEMU_BINARY,
                   firmware_dir: str | None = None, run_label: str | None = None,
+                  host_disk: os.PathLike | str | None = None,
                   ) -> tuple[RunResult, list[Measurement]]:
     """Run bonnie++ in a guest on a fresh copy of *data_disk*; return (RunResult, measurements).
 
@@ -517,7 +518,9 @@ def run_vm_bonnie(*, kernel: os.PathLike | str, initrd: os.PathLike | str, appen
     Raises VMRunError (naming OUTDIR, the job's error and the serial tail) if the run does
     not end "ok", BonnieParseError (naming OUTDIR/results/bonnie.csv) if the guest's CSV is
     unusable (*required*: see :func:`parse_record`).  *hooks* act around the run (the
-    exitcount plugin, a KVM tracer: :class:`guestio.vm.machine.Hooks`).
+    exitcount plugin, a KVM tracer: :class:`guestio.vm.machine.Hooks`).  *host_disk*: a block
+    device already holding a copy of *data_disk* (a loop device with a host I/O scheduler,
+    guestio.workloads.hostdisk) that the guest gets instead of a fresh copy.
     """
     device = guest_device(interface)
     # The same options as natively; the job script spells them out the same way.
@@ -544,7 +547,8 @@ def run_vm_bonnie(*, kernel: os.PathLike | str, initrd: os.PathLike | str, appen
     spec = VMSpec(kernel=Path(kernel), initrd=Path(initrd), append=append, accel=accel,
                   memory_mib=int(memory_mib), cpus=int(cpus), machine_opts=machine_opts,
                   job=JOB_SCRIPT, inputs={"params": params_path},
-                  disks=[DiskSpec(path=copy, interface=interface, cache=cache, copy_of=data_disk)],
+                  disks=[DiskSpec(path=copy, interface=interface, cache=cache, copy_of=data_disk)
+                         if host_disk is None else DiskSpec(path=Path(host_disk), interface=interface, cache=cache)],
                   qemu=qemu, firmware_dir=firmware_dir)
     result = run_vm(spec, outdir, boot_timeout_s=boot_timeout_s, job_timeout_s=job_timeout_s,
                     log=log, hooks=hooks, label=run_label or f"bonnie++ in {outdir.name}")
