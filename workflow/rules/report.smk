@@ -1,115 +1,20 @@
 # What a run says about the paper, and how to hand it on (issue 11):
 #   claims   results/claims.{md,csv}: every claim of the paper with its verdict, on whatever exists
 #   report   `snakemake --report report.html`: the claims table first, every figure and table
-#            with a caption (claim, measured ratio, accelerator, QEMU and kernel variants)
+#            with a caption (claim, measured ratio, accelerator, QEMU and kernel variants); one
+#            small job per report entry, so that each caption knows its entry (wildcard) and the
+#            facts it shows are read when the report is made; a file is flagged for the report
+#            only if it exists then, so a report after a partial run says what is missing
 #   bundle   results/bundle/guestio-bundle.tar.gz: workflow, config, envs, data, provenance,
 #            logs, figures and tables, sha256 manifest, RO-Crate; `python3 rerender.py` inside it
-#            re-renders every figure and table offline, byte-identically.
-# Included last: it reads what the other stages registered (FIGURES, TABLES, rules).
+#            re-renders every figure and table offline, byte-identically
+# Included last: its functions (report_inputs.smk) read what the other stages registered.
 
-import os
-import sys
 
-import guestio.analysis.claims
-from guestio.report.captions import ReportFacts
-from guestio.report.claims_table import Evidence
-from snakemake.sourcecache import infer_source_file
+include: "report_inputs.smk"
 
-CLAIMS_MD = f"{RESULTS}/claims.md"
-CLAIMS_CSV = f"{RESULTS}/claims.csv"
-CLAIMS_QUANTITIES = f"{RESULTS}/claims-quantities.csv"
-CLAIMS_COST = f"{RESULTS}/claims-cost.json"
-REPORT_DIR = f"{RESULTS}/report"
-BUNDLE = f"{RESULTS}/bundle/guestio-bundle.tar.gz"
-REPORT_CODE = [str(REPO / "workflow" / "guestio" / "analysis" / n) for n in ("claims.yaml", "claims.py")] + [
-    str(REPO / "workflow" / "guestio" / "report" / n)
-    for n in ("claims_table.py", "verdicts.yaml", "settings.yaml", "cost.py")]
 
 report: "../report/workflow.rst"
-
-
-def _plain_outputs(rule_name):
-    """The wildcard-free outputs of a rule, by name where it names them."""
-    r = workflow.get_rule(rule_name)
-    names = {i: n for n, (start, end) in r.output._names.items() for i in range(start, end or start + 1)}
-    return [(names.get(i), str(o)) for i, o in enumerate(r.output) if "{" not in str(o)]
-
-
-REPORT_ARTIFACTS = (config.get("report") or {}).get("artifacts")   # None: all that are built
-
-
-def built_artifacts():
-    """artifact id -> {"kind", "rule", "files", "csv"} for the artifacts a rule of this workflow builds
-    (and report.artifacts selects)."""
-    out = {}
-    for aid, art in guestio.analysis.claims.load_artifacts().items():
-        if not art.built_by or not workflow.is_rule(art.built_by):
-            continue
-        if REPORT_ARTIFACTS is not None and aid not in REPORT_ARTIFACTS:
-            continue
-        if art.built_by == "figure":
-            if aid in FIGURES:
-                out[aid] = {"kind": "figure", "rule": "figure", "wildcards": {"fig": aid},
-                            "files": figure_files(aid), "csv": f"{RESULTS}/figures/{aid}-ratios.csv",
-                            "png": figure_files(aid)[1], "table": FIGURES[aid]}
-            continue
-        outputs = _plain_outputs(art.built_by)
-        if not outputs:
-            continue
-        # A stage's own rule: a figure (a PNG and its "-ratios.csv" summary) or a table (a CSV).
-        pngs = [p for n, p in outputs if p.endswith(".png")]
-        ratios = [p for n, p in outputs if p.endswith("-ratios.csv")]
-        csvs = [p for n, p in outputs if p.endswith(".csv") and p not in ratios]
-        named = [p for n, p in outputs if n == "csv" and p not in ratios]
-        mds = [p for n, p in outputs if p.endswith(".md")]
-        entry = {"kind": "figure" if pngs else "table", "rule": art.built_by, "wildcards": {},
-                 "files": [p for _, p in outputs], "markdown": (mds or [None])[0], "png": (pngs or [None])[0]}
-        entry["csv"] = (ratios or [None])[0] if pngs else (named or csvs or [None])[0]
-        out[aid] = entry
-    return out
-
-
-def _command():
-    cmd = [".venv/bin/snakemake", "--cores", "all"]
-    for f in workflow.overwrite_configfiles or []:
-        cmd += ["--configfile", os.path.relpath(f)]
-    overrides = getattr(workflow.config_settings, "config", None) or {}
-    if overrides:
-        cmd += ["--config"] + [f"{k}={v}" for k, v in overrides.items()]
-    return " ".join(cmd)
-
-
-def claims_evidence():
-    built = built_artifacts()
-    ev = Evidence(results=RESULTS, seed=int(config["figures"]["seed"]), command=_command(), config=dict(config))
-    for aid, b in built.items():
-        ev.built.add(aid)
-        ev.targets[aid] = list(b["files"])
-        if b["kind"] == "figure":
-            if b["csv"]:
-                ev.ratios[aid] = b["csv"]
-        elif b["csv"]:
-            ev.exit_tables[aid] = b["csv"]
-    ev.tables = [table_files(name)["csv"] for name in report_tables()]
-    # Selectors match unnamed columns to their default, as the figures do: "-" where a column
-    # does not apply, else the default condition's value (CONDITION_DEFAULTS).
-    ev.defaults = {column: ["-", str(value)] for column, value in CONDITION_DEFAULTS.items()}
-    return ev
-
-
-def report_tables():
-    """The measurement tables taken in: all, or those of the selected figures (report.artifacts)."""
-    if REPORT_ARTIFACTS is None:
-        return list(TABLES)
-    return [name for name in TABLES if any(FIGURES.get(a) == name for a in REPORT_ARTIFACTS)]
-
-
-def artifact_files(wildcards=None):
-    """Every file of every built artifact, and the measurement tables with their provenance."""
-    files = [f for b in built_artifacts().values() for f in b["files"] + ([b["csv"]] if b["csv"] else [])]
-    for name in report_tables():
-        files += list(table_files(name).values())
-    return list(dict.fromkeys(files))
 
 
 rule claims_cost:
@@ -122,6 +27,8 @@ rule claims_cost:
     localrule: True
     log:
         f"{RESULTS}/claims-cost.log",
+    conda:
+        CONDA_ENV
     script:
         "../scripts/claims_cost.py"
 
@@ -142,6 +49,8 @@ rule claims_table:
         f"{RESULTS}/claims.log",
     benchmark:
         f"{RESULTS}/benchmarks/claims_table.tsv"
+    conda:
+        CONDA_ENV
     script:
         "../scripts/claims_table.py"
 
@@ -150,64 +59,6 @@ rule claims:
     input:
         CLAIMS_MD,
         CLAIMS_CSV,
-
-
-# --- the report ------------------------------------------------------------------------------------
-# One small job per report entry, so that each caption knows its entry (wildcard) and the facts
-# it shows are read when the report is made.  A file is flagged for the report only if it exists
-# then: a report after a partial run shows what there is and says what is missing.
-
-
-def report_facts():
-    built = built_artifacts()
-    facts = ReportFacts(claims_csv=CLAIMS_CSV, claims_md=CLAIMS_MD)
-    for aid, b in built.items():
-        facts.expected[aid] = list(b["files"])
-        if b["kind"] == "figure":
-            facts.figures[aid] = {"png": b["png"], "ratios": b["csv"] or "",
-                                  "provenance": table_files(b["table"])["provenance"] if b.get("table") else ""}
-        else:
-            facts.tables[aid] = {"csv": b["csv"], "markdown": b.get("markdown") or ""}
-    for name in report_tables():
-        facts.data[name] = table_files(name)
-    return facts
-
-
-def report_entries():
-    """entry -> (file shown, caption template, category, subcategory)."""
-    arts = guestio.analysis.claims.load_artifacts()
-    entries = {"claims": (CLAIMS_CSV, "claims.rst", "1. Claims", "verdicts")}
-    for aid, b in built_artifacts().items():
-        if b["kind"] == "figure":
-            entries[f"figure-{aid}"] = (b["png"], "figure.rst", "2. Figures", arts[aid].paper_id)
-        elif b["csv"]:
-            entries[f"table-{aid}"] = (b["csv"], "table.rst", "3. Tables", arts[aid].paper_id)
-    for name in report_tables():
-        entries[f"data-{name}"] = (table_files(name)["csv"], "data.rst", "4. Measurements", name)
-    return entries
-
-
-def _caption(name):
-    # report() in an input function: Snakemake resolves no caption path there, so give it the file.
-    return infer_source_file(str(REPO / "workflow" / "report" / name))
-
-
-def report_entry_input(wildcards):
-    path, caption, category, subcategory = report_entries()[wildcards.entry]
-    shown = {"shown": path}
-    if os.path.exists(path):
-        shown["shown"] = report(path, caption=_caption(caption), category=category, subcategory=subcategory,
-                                labels={"artifact": subcategory, "file": os.path.basename(path)})
-    elif wildcards.entry == "claims":
-        # Not made yet: the claims file stands in, and the caption says what is missing.
-        shown["placeholder"] = report(str(REPO / "workflow" / "guestio" / "analysis" / "claims.yaml"),
-                                      caption=_caption("claims.rst"), category=category, subcategory=subcategory,
-                                      labels={"artifact": "claims", "file": "claims.yaml"})
-    return shown
-
-
-def report_targets():
-    return [f"{REPORT_DIR}/entries/{e}.txt" for e in report_entries()]
 
 
 rule report_entry:
@@ -220,22 +71,12 @@ rule report_entry:
     params:
         facts=lambda w: report_facts(),
     localrule: True
-    run:
-        from guestio.util import write_text_atomic
-        write_text_atomic(Path(output[0]), "".join(f"{f}\n" for f in input))
-
-
-# --- the bundle ------------------------------------------------------------------------------------
-
-
-def render_specs():
-    """How each figure and table was rendered: rule, script, inputs, outputs, params (JSON values),
-    for guestio.report.rerender.  Every built artifact and measurement table, and the claims table."""
-    from guestio.report.bundle import render_spec
-    jobs = [(b["rule"], b["wildcards"]) for b in built_artifacts().values()]
-    jobs = list({(r, tuple(sorted(w.items()))): (r, w) for r, w in jobs}.values())
-    jobs = [("measurement_table", {"table": name}) for name in report_tables()] + jobs + [("claims_table", {})]
-    return [render_spec(workflow, REPO, name, wc) for name, wc in jobs if workflow.is_rule(name)]
+    log:
+        f"{REPORT_DIR}/entries/{{entry}}.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/report_entry.py"
 
 
 rule render_specs:
@@ -247,12 +88,12 @@ rule render_specs:
     params:
         specs=lambda w: render_specs(),
     localrule: True
-    run:
-        from guestio.report.bundle import existing_specs
-        from guestio.util import write_json_atomic
-        # Only what this run made (params are evaluated before it ran): a bundle of a partial
-        # run re-renders what it holds.
-        write_json_atomic(Path(output[0]), existing_specs(params.specs))
+    log:
+        f"{RESULTS}/bundle/render.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/render_specs.py"
 
 
 rule bundle:
@@ -263,7 +104,7 @@ rule bundle:
     output:
         BUNDLE,
     params:
-        results=RESULTS,
+        results=lambda w: RESULTS,
         repo=str(REPO),
         configfiles=lambda w: [str(f) for f in workflow.configfiles],
         config=lambda w: dict(config),
@@ -272,19 +113,10 @@ rule bundle:
     benchmark:
         f"{RESULTS}/benchmarks/bundle.tsv"
     localrule: True
+    conda:
+        CONDA_ENV
     script:
         "../scripts/bundle.py"
-
-
-# Rules that take seconds and need no node run on the submitting host under a cluster executor
-# (profiles/slurm): plotting, tables, the claims table, the report entries, the bundle, targets.
-def _local_rules():
-    names = {"figure", "measurement_table", "claims_cost", "claims_table", "claims", "report_entry",
-             "render_specs", "bundle", "all", "fig1", "fig2", "fig6"}
-    for art in guestio.analysis.claims.load_artifacts().values():
-        if art.built_by and art.kind != "text":
-            names.add(art.built_by)
-    return sorted(n for n in names if workflow.is_rule(n))
 
 
 workflow.localrules(*_local_rules())

@@ -80,6 +80,17 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _text_diff(a: Path, b: Path, limit: int = 40) -> str:
+    """The first lines of a unified diff for text files; nothing for binary ones."""
+    import difflib
+    try:
+        old, new = a.read_text().splitlines(), b.read_text().splitlines()
+    except UnicodeDecodeError:
+        return "      (binary)"
+    lines = list(difflib.unified_diff(old, new, "bundled", "re-rendered", lineterm="", n=1))
+    return "\n".join("      " + line for line in lines[:limit])
+
+
 def _flat(record: dict) -> list[str]:
     out = []
     for item in record["items"]:
@@ -171,6 +182,7 @@ def run(bundle: Path, out: Path, keep: bool = False) -> int:
                     failures += 1
                 elif sha256(made) != sha256(bundled):
                     print(f"DIFF  {path}: re-rendered bytes differ from the bundled file")
+                    print(_text_diff(bundled, made))
                     failures += 1
                 else:
                     print(f"same  {path}")
