@@ -26,17 +26,17 @@ register_table("sched", disk_vm_runs(SCHED_CONDITIONS, reps=DISKMODS_REPS),
 FIGURES["sched"] = "sched"
 
 
-def coalesce_exit_runs(name):
-    """One file of the before and the after exit run (bonnie++ under the exit backend)."""
-    return [exit_runs("bonnie", [COALESCE[side]["variant"]], COALESCE[side]["qemu"], name)[0]
-            for side in ("before", "after")]
+# Files of the before and the after exit run (bonnie++ under the exit backend), by name.
+COALESCE_EXITS = {name: [exit_runs("bonnie", [COALESCE[side]["variant"]], COALESCE[side]["qemu"], name)[0]
+                         for side in ("before", "after")]
+                  for name in ("exits.csv", "summary.json", "provenance.json")}
 
 
 rule table4:
     input:
-        exits=coalesce_exit_runs("exits.csv"),
-        summaries=coalesce_exit_runs("summary.json"),
-        exit_provenance=coalesce_exit_runs("provenance.json"),
+        exits=COALESCE_EXITS["exits.csv"],
+        summaries=COALESCE_EXITS["summary.json"],
+        exit_provenance=COALESCE_EXITS["provenance.json"],
         bonnie=table_files("coalesce")["csv"],
         bonnie_provenance=table_files("coalesce")["provenance"],
         code=[REPO / "workflow" / "guestio" / "analysis" / "stats.py", REPO / "workflow" / "guestio" / "exits" / "schema.py"],
