@@ -15,6 +15,7 @@ include: "workflow/rules/qemu.smk"
 include: "workflow/rules/image.smk"
 include: "workflow/rules/run.smk"
 include: "workflow/rules/timer.smk"  # before disk.smk and figures.smk: registers table timer, fig5
+include: "workflow/rules/network.smk"  # before disk.smk: registers table net (Fig 3, 4, 7; Table 2)
 include: "workflow/rules/diskmods.smk"  # before disk.smk: registers tables coalesce, sched and figure sched
 include: "workflow/rules/disk.smk"
 include: "workflow/rules/figures.smk"
@@ -33,6 +34,8 @@ rule all:
         [figure_files(fig) for fig in FIGURES],
         f"{RESULTS}/tables/table3.md",
         f"{RESULTS}/tables/table4.md",
+        [list(net_figure_files(fig).values()) for fig in NET_FIGURES],
+        f"{RESULTS}/tables/table2.md",
         f"{RESULTS}/tables/table1.md",
         CLAIMS_MD,
         report_targets(),

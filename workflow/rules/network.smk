@@ -1,0 +1,212 @@
+# Network experiment (Fig 3, Fig 4, Fig 7, Table 2): the testbed of guestio.net.testbed
+# (HostA and HostB in network namespaces of the pipeline's own, a shaped veth pair between
+# them, the guest's tap on a bridge in HostB; root only), driven from the hosts.
+# Each repetition is its own job and takes every core, so no other job disturbs it.
+
+import guestio.net.testbed
+
+NET = config["network"]
+NET_REPS = range(NET["repetitions"])
+NET_VM_DIR = f"{RUN_DIR}/net/vm/{{variant}}/{{qemu}}/{{nic}}/rep{{rep}}"
+NET_NATIVE_DIR = f"{RUN_DIR}/net/native/veth/rep{{rep}}"
+NET_CODE = [str(REPO / "workflow" / "guestio" / p) for p in
+            ("net/figures.py", "analysis/stats.py", "analysis/claims.py", "analysis/claims.yaml",
+             "analysis/measurements.py")]
+
+for _key in ("variant", "nonapi_variant"):
+    if NET[_key] not in config["variants"]:
+        raise WorkflowError(f"invalid configuration: network.{_key}: {NET[_key]!r} is not a kernel variant; "
+                            f"variants defines: {', '.join(config['variants'])}")
+
+
+def net_vm_runs(variant, nics, name="measurements.csv", qemu=None):
+    return [f"{NET_VM_DIR.format(variant=variant, qemu=qemu or config['vm']['qemu'], nic=n, rep=r)}/{name}"
+            for n in nics for r in NET_REPS]
+
+
+def net_native_runs(name="measurements.csv"):
+    return [f"{NET_NATIVE_DIR.format(rep=r)}/{name}" for r in NET_REPS]
+
+
+# One table for the experiment: Fig 3 (the ping NIC's runs), Fig 4 (native and every NIC),
+# Fig 7 (e1000 with and without NAPI).
+NET_RUNS = (net_native_runs() + net_vm_runs(NET["variant"], NET["nics"])
+            + net_vm_runs(NET["variant"], [NET["ping_nic"]]) + net_vm_runs(NET["nonapi_variant"], ["e1000"])
+            + net_vm_runs(NET["variant"], ["e1000"]))
+register_table("net", NET_RUNS, variants=[NET["variant"], NET["nonapi_variant"]], experiment="net",
+               config_sections=("network",))
+NET_EXITS = exit_runs("netperf", [NET["variant"]], config["vm"]["qemu"], "exits.csv")[0]
+NET_FIGURES = ("fig3", "fig4", "fig7")
+
+
+def net_figure_files(fig):
+    return {"pdf": f"{RESULTS}/figures/{fig}.pdf", "png": f"{RESULTS}/figures/{fig}.png",
+            "csv": f"{RESULTS}/figures/{fig}-ratios.csv"}
+
+
+rule net_native:
+    input:
+        host=HOST_SNAPSHOT,
+    output:
+        csv=f"{NET_NATIVE_DIR}/measurements.csv",
+        provenance=f"{NET_NATIVE_DIR}/provenance.json",
+    params:
+        network=NET,
+    threads: workflow.cores
+    log:
+        f"{NET_NATIVE_DIR}/runner.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/net_native.py"
+
+
+rule net_vm:
+    input:
+        unpack(lambda w: kernel_outputs(w.variant)),
+        initrd=IMAGE,
+        image_manifest=IMAGE_MANIFEST,
+        accelerator=ACCELERATOR,
+        host=HOST_SNAPSHOT,
+        qemu=qemu_build_of,
+        job=JOBS_DIR / "net.sh",
+    output:
+        csv=f"{NET_VM_DIR}/measurements.csv",
+        provenance=f"{NET_VM_DIR}/provenance.json",
+    wildcard_constraints:
+        nic="rtl8139|e1000|virtio-net",
+    params:
+        vm=config["vm"],
+        network=NET,
+    threads: workflow.cores
+    log:
+        f"{NET_VM_DIR}/runner.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/net_vm.py"
+
+
+rule net_exits:
+    input:
+        unpack(lambda w: kernel_outputs(w.variant)),
+        initrd=IMAGE,
+        plugin=PLUGIN,
+        image_manifest=IMAGE_MANIFEST,
+        accelerator=ACCELERATOR,
+        host=HOST_SNAPSHOT,
+        qemu=qemu_build_of,
+        job=JOBS_DIR / "net.sh",
+    output:
+        exits=f"{EXIT_DIR}/exits.csv",
+        summary=f"{EXIT_DIR}/summary.json",
+        provenance=f"{EXIT_DIR}/provenance.json",
+    wildcard_constraints:
+        workload="netperf",
+    params:
+        vm=config["vm"],
+        network=NET,
+        tracefs=config["exits"]["tracefs"],
+    threads: workflow.cores
+    log:
+        f"{EXIT_DIR}/runner.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/net_exits.py"
+
+
+# The figures: from the experiment's table; editing the plotting code or the claims
+# redraws them and reruns nothing else.
+rule net_fig3:
+    input:
+        **table_files("net"),
+        code=NET_CODE,
+    output:
+        **net_figure_files("fig3"),
+    params:
+        figure="fig3",
+        seed=config["figures"]["seed"],
+        network=NET,
+    log:
+        f"{RESULTS}/figures/fig3.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/net_figure.py"
+
+
+rule net_fig4:
+    input:
+        **table_files("net"),
+        code=NET_CODE,
+    output:
+        **net_figure_files("fig4"),
+    params:
+        figure="fig4",
+        seed=config["figures"]["seed"],
+        network=NET,
+    log:
+        f"{RESULTS}/figures/fig4.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/net_figure.py"
+
+
+rule net_fig7:
+    input:
+        **table_files("net"),
+        code=NET_CODE,
+    output:
+        **net_figure_files("fig7"),
+    params:
+        figure="fig7",
+        seed=config["figures"]["seed"],
+        network=NET,
+    log:
+        f"{RESULTS}/figures/fig7.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/net_figure.py"
+
+
+rule net_table2:
+    input:
+        exits=NET_EXITS,
+        summary=str(Path(NET_EXITS).with_name("summary.json")),
+        code=[str(REPO / "workflow" / "guestio" / "exits" / "schema.py"), str(REPO / "workflow" / "guestio" / "net" / "figures.py")],
+    output:
+        csv=f"{RESULTS}/tables/table2.csv",
+        markdown=f"{RESULTS}/tables/table2.md",
+        latex=f"{RESULTS}/tables/table2.tex",
+    params:
+        network=NET,
+        variant=NET["variant"],
+    log:
+        f"{RESULTS}/tables/table2.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/net_table2.py"
+
+
+rule fig3:
+    input:
+        list(net_figure_files("fig3").values()),
+
+
+rule fig4:
+    input:
+        list(net_figure_files("fig4").values()),
+
+
+rule fig7:
+    input:
+        list(net_figure_files("fig7").values()),
+
+
+rule table2:
+    input:
+        rules.net_table2.output,
