@@ -39,3 +39,4 @@ rule all:
         f"{RESULTS}/tables/table1.md",
         CLAIMS_MD,
         report_targets(),
+        BEYOND_TARGETS,

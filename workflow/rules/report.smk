@@ -61,6 +61,29 @@ rule claims:
         CLAIMS_CSV,
 
 
+# Beyond the paper (paper-scale profile: report.beyond): each modification on the paper's devices
+# and on virtio.
+BEYOND = {"markdown": f"{RESULTS}/beyond.md", "csv": f"{RESULTS}/beyond.csv"}
+BEYOND_TARGETS = list(BEYOND.values()) if (config.get("report") or {}).get("beyond") else []
+
+
+rule beyond:
+    input:
+        tables=lambda w: [table_files(name)["csv"] for name in TABLES],
+        code=REPORT_CODE + [str(REPO / "workflow" / "guestio" / "report" / n) for n in ("beyond.py", "beyond.yaml")],
+    output:
+        **BEYOND,
+    params:
+        evidence=lambda w: claims_evidence(all_tables=True),
+    localrule: True
+    log:
+        f"{RESULTS}/beyond.log",
+    conda:
+        CONDA_ENV
+    script:
+        "../scripts/beyond.py"
+
+
 rule report_entry:
     input:
         unpack(report_entry_input),

@@ -75,7 +75,7 @@ def _command():
         cmd += ["--config"] + [f"{k}={v}" for k, v in overrides.items()]
     return " ".join(cmd)
 
-def claims_evidence():
+def claims_evidence(all_tables=False):
     built = built_artifacts()
     ev = Evidence(results=RESULTS, seed=int(config["figures"]["seed"]), command=_command(), config=dict(config))
     for aid, b in built.items():
@@ -86,7 +86,7 @@ def claims_evidence():
                 ev.ratios[aid] = b["csv"]
         elif b["csv"]:
             ev.exit_tables[aid] = b["csv"]
-    ev.tables = [table_files(name)["csv"] for name in report_tables()]
+    ev.tables = [table_files(name)["csv"] for name in (TABLES if all_tables else report_tables())]
     # Selectors match unnamed columns to their default, as the figures do: "-" where a column
     # does not apply, else the default condition's value (CONDITION_DEFAULTS).
     ev.defaults = {column: ["-", str(value)] for column, value in CONDITION_DEFAULTS.items()}

@@ -236,39 +236,57 @@ def _values(rows: pd.DataFrame) -> np.ndarray:
     return v[~np.isnan(v)]
 
 
-def _ratio_from_tables(q: claims_mod.Quantity, tables: _Tables, ev: Evidence) -> QuantityRow | None:
-    df = tables.frame()
+def ratios_by(q: claims_mod.Quantity, df: pd.DataFrame, ev: Evidence, device: str = "disk",
+              free: Sequence[str] = ()) -> list[dict]:
+    """The quantity's ratio for each numerator alternative, accelerator and value of ``device``
+    (a column: "disk", "nic") the numerator was run with; the denominator of the same accelerator
+    and device, or all of it where it has none such (native).  ``free``: columns the selectors'
+    values are dropped for (e.g. the device itself, to see a modification on another device)."""
     if df.empty:
-        return None
+        return []
     rows = df[df["metric"] == q.metric]
     if q.experiment:
         rows = rows[rows["experiment"] == q.experiment]
-    num = rows[_match(rows, _selector_list(q.numerator), ev.defaults)]
-    den = rows[_match(rows, _selector_list(q.denominator), ev.defaults)]
-    if num.empty or den.empty:
-        return None
-    # One ratio per setting the numerator was run in (accelerator, disk); the denominator of the
-    # same setting, or the one there is (native).  The first setting is the paper's device.
-    settings_ = sorted(num[["accelerator", "disk"]].drop_duplicates().itertuples(index=False, name=None))
+    den_sel = [{k: v for k, v in a.items() if k not in free} for a in _selector_list(q.denominator)]
+    den = rows[_match(rows, den_sel, {k: v for k, v in ev.defaults.items() if k not in free})]
     out = []
-    for acc, disk in settings_:
-        n = num[(num.accelerator == acc) & (num.disk == disk)]
-        d = den[(den.accelerator == acc) & (den.disk == disk)]
-        if d.empty:
-            d = den
-        nv, dv = _values(n), _values(d)
-        if nv.size == 0 or dv.size == 0 or float(dv.mean()) == 0.0:
+    for i, alternative in enumerate(_selector_list(q.numerator)):
+        alt = {k: v for k, v in alternative.items() if k not in free}
+        num = rows[_match(rows, [alt], {k: v for k, v in ev.defaults.items() if k not in free})]
+        if num.empty or den.empty or device not in num.columns:
             continue
-        ratio, low, high = bootstrap_ratio_ci(nv, dv, ev.seed, ev.n_resamples)
-        out.append((acc, disk, ratio, low, high, nv.size, dv.size, sorted(set(n["_source"]))))
+        for acc, dev in sorted(num[["accelerator", device]].drop_duplicates().itertuples(index=False, name=None)):
+            n = num[(num.accelerator == acc) & (num[device] == dev)]
+            d = den[(den.accelerator == acc) & (den[device] == dev)]
+            if d.empty:
+                d = den[den.target == "native"] if "target" in den.columns and (den.target == "native").any() else d
+            nv, dv = _values(n), _values(d)
+            if nv.size == 0 or dv.size == 0 or float(dv.mean()) == 0.0:
+                continue
+            ratio, low, high = bootstrap_ratio_ci(nv, dv, ev.seed, ev.n_resamples)
+            out.append({"alternative": i, "numerator": alternative, "accelerator": str(acc), "device": str(dev),
+                        "ratio": ratio, "low": low, "high": high, "n_numerator": int(nv.size),
+                        "n_denominator": int(dv.size), "sources": sorted(set(n["_source"]) | set(d["_source"]))})
+    return out
+
+
+def _ratio_from_tables(q: claims_mod.Quantity, tables: _Tables, ev: Evidence) -> QuantityRow | None:
+    # One ratio per numerator alternative and setting (accelerator, disk); the first is judged:
+    # the claim's first alternative on the paper's device (ide sorts before virtio).
+    out = ratios_by(q, tables.frame(), ev)
     if not out:
         return None
-    acc, disk, ratio, low, high, nn, nd, sources = out[0]
-    row = QuantityRow("", "", q.id, q.label, q.paper.text, ratio, low, high, _fmt(ratio, low, high),
-                      accelerator=str(acc), source=", ".join(sources))
-    row.note = f"{disk}, n = {nn} / {nd}"
+    first = out[0]
+    row = QuantityRow("", "", q.id, q.label, q.paper.text, first["ratio"], first["low"], first["high"],
+                      _fmt(first["ratio"], first["low"], first["high"]), accelerator=first["accelerator"],
+                      source=", ".join(first["sources"]))
+
+    def what(r):
+        alt = ", ".join(f"{k} {v}" for k, v in r["numerator"].items() if k != "target")
+        return f"{alt}, {r['device']}"
+    row.note = f"{what(first)}, n = {first['n_numerator']} / {first['n_denominator']}"
     if len(out) > 1:
-        row.note += "; also " + "; ".join(f"{d}: {_fmt(r, lo, hi)}" for _, d, r, lo, hi, *_ in out[1:])
+        row.note += "; also " + "; ".join(f"{what(r)}: {_fmt(r['ratio'], r['low'], r['high'])}" for r in out[1:])
     return row
 
 
