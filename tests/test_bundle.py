@@ -43,7 +43,7 @@ def test_big_and_binary_files_are_named_and_hashed_not_included(tmp_path):
     (res / "kernels" / "baseline" / "config").write_text("CONFIG_HZ_1000=y\n")
     (res / "tables" / "disk.csv").write_text("a,b\n1,2\n")
     with open(res / "disks" / "data-3072M.img", "wb") as f:       # sparse, like the data disk
-        f.truncate(3 << 30)
+        f.truncate(64 << 20)
     (res / "kernels" / "baseline" / "build.json").write_text(json.dumps({
         "outputs": {"bzImage": "ab" * 32},
         "source": {"tarball": "/usr/src/linux-source-6.1.tar.xz", "sha256": "cd" * 32,
@@ -56,7 +56,7 @@ def test_big_and_binary_files_are_named_and_hashed_not_included(tmp_path):
     assert sorted(Path(p).name for p in external) == ["bzImage", "data-3072M.img"]
     record = {Path(r["path"]).name: r for r in bundle.external_record(external, res)}
     assert record["bzImage"]["sha256"] == "ab" * 32 and record["bzImage"]["hash"] == "recorded by its build"
-    assert record["data-3072M.img"]["sha256"] == hashlib.sha256(b"\0" * (3 << 30)).hexdigest()
+    assert record["data-3072M.img"]["sha256"] == hashlib.sha256(b"\0" * (64 << 20)).hexdigest()
     assert record["linux-source-6.1.tar.xz"]["sha256"] == "cd" * 32
 
 
