@@ -36,6 +36,11 @@ def _plain_outputs(rule_name):
 
 REPORT_ARTIFACTS = (config.get("report") or {}).get("artifacts")   # None: all that are built
 
+def _all_built():
+    return [aid for aid, art in guestio.analysis.claims.load_artifacts().items()
+            if art.built_by and workflow.is_rule(art.built_by) and (art.built_by != "figure" or aid in FIGURES)]
+
+
 def built_artifacts():
     """artifact id -> {"kind", "rule", "files", "csv"} for the artifacts a rule of this workflow builds
     (and report.artifacts selects)."""
@@ -67,7 +72,9 @@ def built_artifacts():
     return out
 
 def _command():
-    cmd = [".venv/bin/snakemake", "--cores", "all"]
+    """The invocation's options; "{targets}" marks where the targets go (before the options that
+    take several values)."""
+    cmd = [".venv/bin/snakemake", "--cores", "all", "{targets}"]
     for f in workflow.overwrite_configfiles or []:
         cmd += ["--configfile", os.path.relpath(f)]
     overrides = getattr(workflow.config_settings, "config", None) or {}
@@ -78,6 +85,8 @@ def _command():
 def claims_evidence(all_tables=False):
     built = built_artifacts()
     ev = Evidence(results=RESULTS, seed=int(config["figures"]["seed"]), command=_command(), config=dict(config))
+    if REPORT_ARTIFACTS is not None:
+        ev.left_out = sorted(set(_all_built()) - set(REPORT_ARTIFACTS))
     for aid, b in built.items():
         ev.built.add(aid)
         ev.targets[aid] = list(b["files"])

@@ -129,7 +129,7 @@ class ReportFacts:
             lines.append("")
         nb = self.not_built()
         if nb:
-            lines.append("**Not built by any rule of this workflow** (\"not measured here\"): "
+            lines.append("**Not built by any rule of this workflow** (or left out by report.artifacts; \"not measured here\"): "
                          + _esc(", ".join(nb)) + ".")
             lines.append("")
         if not lines:

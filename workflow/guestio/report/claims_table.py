@@ -145,6 +145,7 @@ class Evidence:
     workdir: str = "."
     config: dict = field(default_factory=dict)   # the config of this invocation
     claims_file: str | None = None
+    left_out: list[str] = field(default_factory=list)   # built here, but report.artifacts leaves them out
 
 
 @dataclass
@@ -361,7 +362,9 @@ def judge_quantity(claim: claims_mod.Claim, q: claims_mod.Quantity, ev: Evidence
     unbuilt = [a for a in claim.artifact_ids if a not in ev.built]
     row: QuantityRow | None = None
     if len(unbuilt) == len(claim.artifact_ids):
-        blank.note = f"no rule of this workflow builds {', '.join(unbuilt)}"
+        left = [a for a in unbuilt if a in ev.left_out]
+        blank.note = (f"report.artifacts leaves out {', '.join(left)}" if left
+                      else f"no rule of this workflow builds {', '.join(unbuilt)}")
         row = None
     elif q.measure == "sites":
         for a in claim.artifact_ids:
@@ -436,7 +439,11 @@ def setting_text(claim_id: str, sources: Sequence[str], ev: Evidence) -> str:
 def command_for(claim: claims_mod.Claim, ev: Evidence) -> str:
     targets = [t for a in claim.artifact_ids if a in ev.built for t in ev.targets.get(a, [])]
     if not targets:
+        if any(a in ev.left_out for a in claim.artifact_ids):
+            return "left out of this table by report.artifacts"
         return "not built by any rule of this workflow yet"
+    if "{targets}" in ev.command:
+        return ev.command.replace("{targets}", " ".join(targets))
     return f"{ev.command} {' '.join(targets)}"
 
 
@@ -555,7 +562,7 @@ def markdown(rows: Sequence[ClaimRow], *, title: str = "The paper's claims, as m
             lines += [f"*Setting:* {r.setting}", ""]
         if r.note:
             lines += [f"*Note:* {r.note}", ""]
-        lines += [f"*Regenerate:* `{r.command}`" if not r.command.startswith("not built") else f"*Regenerate:* {r.command}",
+        lines += [f"*Regenerate:* `{r.command}`" if "snakemake" in r.command else f"*Regenerate:* {r.command}",
                   "", f"*Cost:* {r.cost.text()}", ""]
     return "\n".join(lines).rstrip() + "\n"
 
