@@ -264,6 +264,8 @@ class Testbed:
     what killed runs left) and tears it down however the block ends.
     """
 
+    __test__ = False  # not a pytest class (its name starts with "Test")
+
     subnet: str = "10.210.0.0/24"
     shape: Shape = field(default_factory=Shape)
     log: Callable[[str], None] = print

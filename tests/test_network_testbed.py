@@ -1,0 +1,248 @@
+"""The network testbed on this machine (root): it works, and after any run -- finished, failed,
+interrupted or killed outright -- the machine's namespaces, links, addresses and routes are as
+before.  The VM cases boot a real TCG guest on the testbed (the pipeline's net kernel and image)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, TEST_RESULTS, TEST_RESULTS_REL, snakemake
+from guestio.net import testbed
+from guestio.net.testbed import Testbed, TestbedError
+
+pytestmark = [pytest.mark.boot,
+              pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]
+
+NET = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["network"]
+PYTHON = sys.executable
+
+
+@pytest.fixture
+def machine_state():
+    """The machine's network state before the test; the test must leave it so."""
+    before = testbed.machine_network_state()
+    yield before
+    after = testbed.machine_network_state()
+    assert after == before, f"network state changed:\nbefore {before}\nafter  {after}"
+
+
+def _wait_for_namespaces(n: int, timeout_s: float = 60) -> list[str]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = testbed.guestio_namespaces()
+        if len(found) >= n:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"no testbed namespaces appeared within {timeout_s} s")
+
+
+def test_testbed_links_hosts_and_leaves_nothing(machine_state):
+    with Testbed(log=lambda m: None) as tb:
+        ns = set(tb.namespaces.values())
+        assert ns <= set(testbed.guestio_namespaces())
+        r = tb.run("hosta", ["ping", "-c", "3", "-i", "0.05", "-q", tb.addresses.hostb], timeout=20)
+        assert r.returncode == 0 and " 0% packet loss" in r.stdout
+        links_b = subprocess.run(["ip", "-n", tb.namespaces["hostb"], "-o", "link"], capture_output=True,
+                                 text=True).stdout
+        assert "tap0" in links_b and "br0" in links_b and "master br0" in links_b
+        assert "tbf" in tb.describe()["link"]["qdiscs"]["hosta"]
+        # The machine's own namespace gained nothing: no veth, tap or bridge, no route to the subnet.
+        assert testbed.machine_network_state()["links"] == machine_state["links"]
+        assert testbed.machine_network_state()["routes"] == machine_state["routes"]
+    assert not ns & set(testbed.guestio_namespaces())
+
+
+def test_failure_inside_the_testbed_tears_it_down(machine_state):
+    with pytest.raises(RuntimeError, match="boom"):
+        with Testbed(log=lambda m: None) as tb:
+            tb.popen("hostb", ["sleep", "600"])
+            raise RuntimeError("boom")
+
+
+def test_a_build_that_fails_half_way_leaves_nothing(machine_state, monkeypatch):
+    real = Testbed._shape
+
+    def broken(self, role):
+        if role == "hostb":
+            raise TestbedError("tc refused (test)")
+        return real(self, role)
+
+    monkeypatch.setattr(Testbed, "_shape", broken)
+    with pytest.raises(TestbedError, match="tc refused"):
+        with Testbed(log=lambda m: None):
+            pass
+
+
+_HOLDER = textwrap.dedent("""
+    import sys, time
+    from guestio import lifetime
+    lifetime.die_with_snakemake(snakemake_pid=int(sys.argv[1]))
+    from guestio.net.testbed import Testbed
+    with Testbed(log=print) as tb:
+        tb.popen("hosta", ["sleep", "600"])
+        tb.popen("hostb", ["sleep", "600"])
+        print("READY", flush=True)
+        time.sleep(600)
+""")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_interrupted_holder_tears_the_testbed_down(machine_state, sig, tmp_path):
+    script = tmp_path / "holder.py"
+    script.write_text(_HOLDER)
+    proc = subprocess.Popen([PYTHON, str(script), str(os.getpid())], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip().endswith("READY") or _wait_for_namespaces(2)
+        proc.send_signal(sig)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+
+
+def test_killed_holder_is_swept_by_the_next_testbed(machine_state, tmp_path):
+    script = tmp_path / "holder.py"
+    script.write_text(_HOLDER)
+    proc = subprocess.Popen([PYTHON, str(script), str(os.getpid())], stdout=subprocess.PIPE, text=True)
+    try:
+        while "READY" not in proc.stdout.readline():
+            assert proc.poll() is None, "the holder died before its testbed was up"
+        left = testbed.guestio_namespaces()
+        assert len(left) >= 2
+        proc.kill()  # SIGKILL: no clean-up can run
+        proc.wait()
+        time.sleep(0.2)
+        assert set(left) <= set(testbed.guestio_namespaces()), "the namespaces of a killed run stay..."
+        removed = testbed.cleanup_stale(log=lambda m: None)
+        assert set(left) <= set(removed), "...until the next testbed sweeps them"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_a_live_testbed_is_not_swept(machine_state):
+    with Testbed(log=lambda m: None) as tb:
+        assert testbed.cleanup_stale(log=lambda m: None) == []
+        assert set(tb.namespaces.values()) <= set(testbed.guestio_namespaces())
+
+
+# -- through the pipeline ------------------------------------------------------------------------
+
+NET_KERNEL = TEST_RESULTS / "kernels" / "net" / "bzImage"
+
+
+@pytest.fixture(scope="module")
+def net_artifacts():
+    targets = [f"{TEST_RESULTS_REL}/kernels/net/build.json", f"{TEST_RESULTS_REL}/image/initramfs.cpio",
+               f"{TEST_RESULTS_REL}/host/accelerator.json", f"{TEST_RESULTS_REL}/qemu/stock/build.json"]
+    r = snakemake(*targets, check=False)
+    if r.returncode != 0:
+        pytest.fail(f"building the net kernel, image and QEMU failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    return TEST_RESULTS
+
+
+def _vm_run(tmp_path, nic="e1000", netperf_s=1, **kw):
+    from guestio.build.qemu import load_build
+    from guestio.workloads import netbench
+
+    build = load_build(TEST_RESULTS / "qemu" / "stock" / "build.json")
+    net = {**NET, "ping": {"count": 20, "interval_s": 0.01, "warmup": 2}, "netperf": {"seconds": netperf_s},
+           "iperf3": {"seconds": 1}}
+    with Testbed(log=print) as tb:
+        return netbench.run_vm_net(
+            testbed=tb, kernel=NET_KERNEL, initrd=TEST_RESULTS / "image" / "initramfs.cpio",
+            append="console=ttyS0 panic=-1 nokaslr rootfstype=ramfs", accel="tcg", memory_mib=256, nic=nic,
+            mitigation=True, net=net, outdir=tmp_path / "run", boot_timeout_s=120, job_timeout_s=300,
+            qemu=build["binary"], firmware_dir=build.get("firmware_dir"), **kw)
+
+
+@pytest.mark.parametrize("nic", ["rtl8139", "e1000", "virtio-net"])
+def test_guest_on_the_testbed_measures_every_path(net_artifacts, machine_state, tmp_path, nic):
+    from guestio.workloads import netbench
+
+    result, session = _vm_run(tmp_path, nic=nic)
+    assert result.ok
+    got = {step.name: ms for step, ms in session.measurements}
+    assert set(got) == {s.name for s in session.steps}
+    assert len(got["ping-hostb-guestb"]) == 20 and all(m.value > 0 for m in got["ping-hosta-guestb"])
+    assert got["netperf-tcp_stream"][0].value > 1  # Mbit/s
+    guest = netbench.read_guest_nic(tmp_path / "run" / "results")
+    assert guest["driver"] == {"rtl8139": "8139cp", "e1000": "e1000", "virtio-net": "virtio_net"}[nic]
+    commands = (tmp_path / "run" / "results" / "commands.txt").read_text().split("\n")
+    assert commands[0] == "phase ping-hosta-hostb" and "done" in commands
+    serial = (tmp_path / "run" / "serial.log").read_text(errors="replace")
+    assert "GUESTIO: phase netperf-tcp_stream" in serial
+
+
+def test_vm_run_interrupted_mid_benchmark_leaves_nothing(net_artifacts, machine_state, tmp_path):
+    """SIGTERM to a net_vm-like job while netperf runs: QEMU, the host's clients and the namespaces go."""
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from guestio import lifetime
+        lifetime.die_with_snakemake(snakemake_pid={os.getpid()})
+        from pathlib import Path
+        import test_network_testbed as t
+        t._vm_run(Path({str(tmp_path)!r}), netperf_s=120)
+    """))
+    proc = subprocess.Popen([PYTHON, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in proc.stdout:
+            if "job phase netperf-tcp_stream" in line:
+                break
+        else:
+            pytest.fail("the run never reached netperf")
+        time.sleep(1)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    leftover = subprocess.run(["pgrep", "-f", str(tmp_path)], capture_output=True, text=True).stdout.split()
+    assert not [p for p in leftover if int(p) != proc.pid], "processes of the run are still alive"
+
+
+def test_pipeline_native_run_interrupted_or_failed_leaves_nothing(machine_state, tmp_path):
+    """The real CLI: net_native interrupted by SIGINT to Snakemake's group, and failing (iperf3 missing)."""
+    results = f"build/test-net-{os.getpid()}"
+    target = f"{results}/runs/net/native/veth/rep0/measurements.csv"
+    try:
+        proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "snakemake"), "--cores", "2", target,
+                                 "--config", f"results_dir={results}", "network={'netperf': {'seconds': 60}}"],
+                                cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+        _wait_for_namespaces(2, timeout_s=180)
+        time.sleep(1)
+        os.killpg(proc.pid, signal.SIGINT)
+        out = proc.communicate(timeout=120)[0]
+        assert proc.returncode != 0, out[-2000:]
+        assert not (REPO / target).exists()
+        # Failing: a host without iperf3 (a stub that fails) stops the job with an error, and tidies up.
+        stub = tmp_path / "bin"
+        stub.mkdir()
+        (stub / "iperf3").write_text("#!/bin/sh\necho 'iperf3: stub for a test' >&2\nexit 1\n")
+        (stub / "iperf3").chmod(0o755)
+        env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}"}
+        r = subprocess.run([str(REPO / ".venv" / "bin" / "snakemake"), "--cores", "2", target,
+                            "--config", f"results_dir={results}"], cwd=REPO, env=env, capture_output=True, text=True,
+                           timeout=300)
+        assert r.returncode != 0
+        log = (REPO / results / "runs/net/native/veth/rep0/runner.log").read_text()
+        assert "not listening" in log or "iperf3" in log, log[-2000:]
+    finally:
+        subprocess.run(["rm", "-rf", str(REPO / results)])
