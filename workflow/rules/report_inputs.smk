@@ -168,7 +168,15 @@ def render_specs():
     jobs = [(b["rule"], b["wildcards"]) for b in built_artifacts().values()]
     jobs = list({(r, tuple(sorted(w.items()))): (r, w) for r, w in jobs}.values())
     jobs = [("measurement_table", {"table": name}) for name in report_tables()] + jobs + [("claims_table", {})]
-    return [render_spec(workflow, REPO, name, wc) for name, wc in jobs if workflow.is_rule(name)]
+    if (config.get("report") or {}).get("beyond"):
+        jobs.append(("beyond", {}))
+    specs = []
+    for name, wc in jobs:
+        if not workflow.is_rule(name) or workflow.get_rule(name).script is None:
+            continue   # only script rules can be re-rendered from their record
+        specs.append(render_spec(workflow, REPO, name, wc))
+    return specs
+
 
 # Rules that take seconds and need no node run on the submitting host under a cluster executor
 # (profiles/slurm): plotting, tables, the claims table, the report entries, the bundle, targets.
