@@ -34,7 +34,7 @@ rule all:
         [figure_files(fig) for fig in FIGURES],
         f"{RESULTS}/tables/table3.md",
         f"{RESULTS}/tables/table4.md",
-        [list(net_figure_files(fig).values()) for fig in NET_FIGURES],
+        [list(NET_FIGURE_FILES[fig].values()) for fig in NET_FIGURES],
         f"{RESULTS}/tables/table2.md",
         f"{RESULTS}/tables/table1.md",
         CLAIMS_MD,

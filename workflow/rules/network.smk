@@ -3,8 +3,6 @@
 # them, the guest's tap on a bridge in HostB; root only), driven from the hosts.
 # Each repetition is its own job and takes every core, so no other job disturbs it.
 
-import guestio.net.testbed
-
 NET = config["network"]
 NET_REPS = range(NET["repetitions"])
 NET_VM_DIR = f"{RUN_DIR}/net/vm/{{variant}}/{{qemu}}/{{nic}}/rep{{rep}}"
@@ -19,29 +17,21 @@ for _key in ("variant", "nonapi_variant"):
                             f"variants defines: {', '.join(config['variants'])}")
 
 
-def net_vm_runs(variant, nics, name="measurements.csv", qemu=None):
-    return [f"{NET_VM_DIR.format(variant=variant, qemu=qemu or config['vm']['qemu'], nic=n, rep=r)}/{name}"
-            for n in nics for r in NET_REPS]
-
-
-def net_native_runs(name="measurements.csv"):
-    return [f"{NET_NATIVE_DIR.format(rep=r)}/{name}" for r in NET_REPS]
-
-
 # One table for the experiment: Fig 3 (the ping NIC's runs), Fig 4 (native and every NIC),
 # Fig 7 (e1000 with and without NAPI).
-NET_RUNS = (net_native_runs() + net_vm_runs(NET["variant"], NET["nics"])
-            + net_vm_runs(NET["variant"], [NET["ping_nic"]]) + net_vm_runs(NET["nonapi_variant"], ["e1000"])
-            + net_vm_runs(NET["variant"], ["e1000"]))
+_VM_CONDITIONS = ([(NET["variant"], nic) for nic in NET["nics"]] + [(NET["variant"], NET["ping_nic"]),
+                  (NET["variant"], "e1000"), (NET["nonapi_variant"], "e1000")])
+NET_RUNS = ([f"{NET_NATIVE_DIR.format(rep=r)}/measurements.csv" for r in NET_REPS]
+            + [f"{NET_VM_DIR.format(variant=v, qemu=config['vm']['qemu'], nic=n, rep=r)}/measurements.csv"
+               for v, n in _VM_CONDITIONS for r in NET_REPS])
 register_table("net", NET_RUNS, variants=[NET["variant"], NET["nonapi_variant"]], experiment="net",
                config_sections=("network",))
 NET_EXITS = exit_runs("netperf", [NET["variant"]], config["vm"]["qemu"], "exits.csv")[0]
 NET_FIGURES = ("fig3", "fig4", "fig7")
 
 
-def net_figure_files(fig):
-    return {"pdf": f"{RESULTS}/figures/{fig}.pdf", "png": f"{RESULTS}/figures/{fig}.png",
-            "csv": f"{RESULTS}/figures/{fig}-ratios.csv"}
+NET_FIGURE_FILES = {fig: {"pdf": f"{RESULTS}/figures/{fig}.pdf", "png": f"{RESULTS}/figures/{fig}.png",
+                           "csv": f"{RESULTS}/figures/{fig}-ratios.csv"} for fig in NET_FIGURES}
 
 
 rule net_native:
@@ -123,7 +113,7 @@ rule net_fig3:
         **table_files("net"),
         code=NET_CODE,
     output:
-        **net_figure_files("fig3"),
+        **NET_FIGURE_FILES["fig3"],
     params:
         figure="fig3",
         seed=config["figures"]["seed"],
@@ -141,7 +131,7 @@ rule net_fig4:
         **table_files("net"),
         code=NET_CODE,
     output:
-        **net_figure_files("fig4"),
+        **NET_FIGURE_FILES["fig4"],
     params:
         figure="fig4",
         seed=config["figures"]["seed"],
@@ -159,7 +149,7 @@ rule net_fig7:
         **table_files("net"),
         code=NET_CODE,
     output:
-        **net_figure_files("fig7"),
+        **NET_FIGURE_FILES["fig7"],
     params:
         figure="fig7",
         seed=config["figures"]["seed"],
@@ -194,17 +184,17 @@ rule net_table2:
 
 rule fig3:
     input:
-        list(net_figure_files("fig3").values()),
+        list(NET_FIGURE_FILES["fig3"].values()),
 
 
 rule fig4:
     input:
-        list(net_figure_files("fig4").values()),
+        list(NET_FIGURE_FILES["fig4"].values()),
 
 
 rule fig7:
     input:
-        list(net_figure_files("fig7").values()),
+        list(NET_FIGURE_FILES["fig7"].values()),
 
 
 rule table2:
