@@ -36,6 +36,21 @@ def _plain_outputs(rule_name):
 
 REPORT_ARTIFACTS = (config.get("report") or {}).get("artifacts")   # None: all that are built
 
+def _input_provenance(rule_name):
+    """The provenance of what a table rule reads: a table's .provenance.json, or the
+    provenance.json beside its first run file (an exit run's); "" if none."""
+    try:
+        inputs, *_ = workflow.get_rule(rule_name).expand_input({})
+    except Exception:   # an input function that needs wildcards or a checkpoint: no provenance shown
+        return ""
+    for f in map(str, inputs):
+        if f.endswith(".provenance.json") or f.endswith("/provenance.json"):
+            return f
+        if f.endswith(".csv"):
+            return str(Path(f).with_name("provenance.json"))
+    return ""
+
+
 def _all_built():
     return [aid for aid, art in guestio.analysis.claims.load_artifacts().items()
             if art.built_by and workflow.is_rule(art.built_by) and (art.built_by != "figure" or aid in FIGURES)]
@@ -68,6 +83,7 @@ def built_artifacts():
         entry = {"kind": "figure" if pngs else "table", "rule": art.built_by, "wildcards": {},
                  "files": [p for _, p in outputs], "markdown": (mds or [None])[0], "png": (pngs or [None])[0]}
         entry["csv"] = (ratios or [None])[0] if pngs else (named or csvs or [None])[0]
+        entry["provenance"] = _input_provenance(art.built_by)
         out[aid] = entry
     return out
 
@@ -123,7 +139,8 @@ def report_facts():
             facts.figures[aid] = {"png": b["png"], "ratios": b["csv"] or "",
                                   "provenance": table_files(b["table"])["provenance"] if b.get("table") else ""}
         else:
-            facts.tables[aid] = {"csv": b["csv"], "markdown": b.get("markdown") or ""}
+            facts.tables[aid] = {"csv": b["csv"], "markdown": b.get("markdown") or "",
+                                 "provenance": b.get("provenance") or ""}
     for name in report_tables():
         facts.data[name] = table_files(name)
     return facts
