@@ -182,3 +182,33 @@ def test_written_files(results, tmp_path):
     assert text.startswith("# The paper's claims, as measured here")
     assert "| Fig 1 |" in text and "runs 10.0 min, 1.0 MiB; builds (shared) 30.0 min, 1.00 GiB" in text
     assert len(pd.read_csv(q)) == sum(len(c.quantities) for c in claims_mod.load_claims().values())
+
+
+def test_a_stage_figure_summary_is_matched_by_quantity(results):
+    """Fig 4's summary (the network stage's own figure rule) has several quantities per metric."""
+    fig = results / "figures"
+    fig.mkdir()
+    rows = [{"figure": "fig4", "claim": "fig4", "quantity": q.id, "metric": q.metric, "numerator": "", "denominator": "",
+             "ratio": 0.2 + i / 10, "ci_low": 0.15 + i / 10, "ci_high": 0.25 + i / 10, "accelerator": "tcg",
+             "n_numerator": 3, "n_denominator": 3} for i, q in enumerate(claims_mod.load_claims()["fig4"].quantities)]
+    pd.DataFrame(rows).to_csv(fig / "fig4-ratios.csv", index=False)
+    ev = evidence(results)
+    ev.built.add("fig4")
+    ev.ratios["fig4"] = str(fig / "fig4-ratios.csv")
+    row = {r.claim: r for r in ct.build(ev, costs={})}["fig4"]
+    assert [q.value for q in row.quantities] == pytest.approx([r["ratio"] for r in rows])
+
+
+def test_a_table_artifact_long_form_csv_gives_its_ratios(results):
+    """Table 4's quantities select columns of its own table (side, site_rank)."""
+    table = results / "tables" / "table4.csv"
+    recs = [{"metric": "port_io_exits_per_gib", "side": side, "site_rank": rank, "repetition": rep,
+             "accelerator": "tcg-modelled", "value": base * (0.15 if side == "after" else 1.0) * (1 + rep / 100)}
+            for side in ("before", "after") for rank, base in (("1", 1000.0), ("2", 150.0)) for rep in range(3)]
+    pd.DataFrame(recs).to_csv(table, index=False)
+    ev = evidence(results, exit_tables={"table4": str(table)})
+    ev.built.add("table4")
+    row = {r.claim: r for r in ct.build(ev, costs={})}["table4"]
+    sites = {q.quantity: q for q in row.quantities}
+    assert sites["site1_exits"].value == pytest.approx(0.15) and sites["site1_exits"].outcome == "agrees"
+    assert sites["site2_exits"].from_emulation

@@ -212,8 +212,9 @@ def _match(df: pd.DataFrame, sides: list[dict[str, str]], defaults: Mapping[str,
 
 
 class _Tables:
-    def __init__(self, paths: Sequence[str]):
+    def __init__(self, paths: Sequence[str], long_form: bool = True):
         self.paths = [p for p in paths if Path(p).is_file()]
+        self.long_form = long_form      # False: any CSV, its own columns kept
         self._df: pd.DataFrame | None = None
 
     def frame(self) -> pd.DataFrame:
@@ -221,7 +222,7 @@ class _Tables:
             parts = []
             for p in self.paths:
                 try:
-                    df = measurements.read_csv(Path(p))
+                    df = measurements.read_csv(Path(p)) if self.long_form else pd.read_csv(p, dtype=str)
                 except (ValueError, OSError):
                     continue
                 df["_source"] = p
@@ -243,10 +244,13 @@ def ratios_by(q: claims_mod.Quantity, df: pd.DataFrame, ev: Evidence, device: st
     (a column: "disk", "nic") the numerator was run with; the denominator of the same accelerator
     and device, or all of it where it has none such (native).  ``free``: columns the selectors'
     values are dropped for (e.g. the device itself, to see a modification on another device)."""
-    if df.empty:
+    if df.empty or "metric" not in df.columns or "value" not in df.columns:
         return []
+    df = df.assign(**{c: "-" for c in ("accelerator", device, "repetition", "target") if c not in df.columns})
+    if "_source" not in df.columns:
+        df = df.assign(_source="")
     rows = df[df["metric"] == q.metric]
-    if q.experiment:
+    if q.experiment and "experiment" in rows.columns:
         rows = rows[rows["experiment"] == q.experiment]
     den_sel = [{k: v for k, v in a.items() if k not in free} for a in _selector_list(q.denominator)]
     den = rows[_match(rows, den_sel, {k: v for k, v in ev.defaults.items() if k not in free})]
@@ -291,11 +295,16 @@ def _ratio_from_tables(q: claims_mod.Quantity, tables: _Tables, ev: Evidence) ->
     return row
 
 
-def _ratio_from_summary(q: claims_mod.Quantity, path: str) -> QuantityRow | None:
+def _ratio_from_summary(q: claims_mod.Quantity, path: str, claim: str | None = None) -> QuantityRow | None:
+    """The quantity's row of a figure's ratio summary: by quantity id where the summary names
+    quantities (several may share a metric), else by metric."""
     if not Path(path).is_file():
         return None
     df = pd.read_csv(path)
-    rows = df[df["metric"] == q.metric]
+    if "quantity" in df.columns:
+        rows = df[(df["quantity"] == q.id) & ((df["claim"] == claim) if claim and "claim" in df.columns else True)]
+    else:
+        rows = df[df["metric"] == q.metric]
     if rows.empty:
         return None
     first = rows.iloc[0]
@@ -376,9 +385,17 @@ def judge_quantity(claim: claims_mod.Claim, q: claims_mod.Quantity, ev: Evidence
                 break
     elif q.is_ratio:
         if q.figure and q.figure in ev.ratios:
-            row = _ratio_from_summary(q, ev.ratios[q.figure])
+            row = _ratio_from_summary(q, ev.ratios[q.figure], claim.id)
+        if row is None:
+            for a in claim.artifact_ids:   # a figure's summary drawn by a stage's own rule
+                if a in ev.ratios and row is None:
+                    row = _ratio_from_summary(q, ev.ratios[a], claim.id)
         if row is None:
             row = _ratio_from_tables(q, tables, ev)
+        if row is None:
+            for a in claim.artifact_ids:   # a table artifact's own long-form CSV (metric, value columns)
+                if a in ev.exit_tables and row is None:
+                    row = _ratio_from_tables(q, _Tables([ev.exit_tables[a]], long_form=False), ev)
     if row is None:
         if not blank.note:
             blank.note = "no measured rows for it in the artifact's files"
