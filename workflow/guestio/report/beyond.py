@@ -5,7 +5,6 @@ devices and where a modification applies).  ``results/beyond.{md,csv}``, paper-s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 import yaml
