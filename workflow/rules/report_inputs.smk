@@ -37,14 +37,14 @@ def _plain_outputs(rule_name):
 REPORT_ARTIFACTS = (config.get("report") or {}).get("artifacts")   # None: all that are built
 
 def _input_provenance(rule_name):
-    """The provenance of what a table rule reads: a table's .provenance.json, or the
+    """The provenance of what a table's job reads (a table's .provenance.json), or the
     provenance.json beside its first run file (an exit run's); "" if none."""
     try:
         inputs, *_ = workflow.get_rule(rule_name).expand_input({})
     except Exception:   # an input function that needs wildcards or a checkpoint: no provenance shown
         return ""
     for f in map(str, inputs):
-        if f.endswith(".provenance.json") or f.endswith("/provenance.json"):
+        if Path(f).name.endswith("provenance.json"):
             return f
         if f.endswith(".csv"):
             return str(Path(f).with_name("provenance.json"))
