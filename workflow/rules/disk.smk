@@ -46,7 +46,7 @@ rule disk_vm:
     params:
         vm=config["vm"],
         disk=DISK,
-        tick=lambda w: guestio.workloads.tick.settings(config, w.qemu),  # timer.smk: the tick check
+        tick=lambda w: guestio.workloads.tick.trigger(config, w.qemu),  # timer.smk: the tick's settings
     threads: workflow.cores
     log:
         f"{DISK_VM_DIR}/runner.log",

@@ -41,7 +41,7 @@ rule exit_sites:
         exits=config["exits"],
         guest_scheduler=DISK["guest_scheduler"],
         recorded=lambda w: exits_recorded(w.variant),
-        tick=lambda w: guestio.workloads.tick.settings(config, w.qemu),  # timer.smk: the tick check
+        tick=lambda w: guestio.workloads.tick.trigger(config, w.qemu),  # timer.smk: the tick's settings
     threads: workflow.cores
     log:
         f"{EXIT_DIR}/runner.log",

@@ -60,7 +60,7 @@ rule timer_exits:
         vm=config["vm"],
         cpu=TIMER["cpu"],
         tracefs=config["exits"]["tracefs"],
-        tick=lambda w: guestio.workloads.tick.settings(config, w.qemu),
+        tick=lambda w: guestio.workloads.tick.trigger(config, w.qemu),  # the tolerance is read by the script
     threads: workflow.cores
     log:
         f"{EXIT_DIR}/runner.log",

@@ -15,7 +15,7 @@ outdir = Path(snakemake.output.csv).parent
 accel = accelerator_of(inp.accelerator)
 label = f"disk {w.variant} on {w.qemu} {w.disk} guest-{w.gsched} host-{w.hsched} rep{w.rep}"
 # The guest's tick (vm.tick, the PIT scale of this QEMU variant): measured, and checked.
-tick_settings = dict(getattr(snakemake.params, "tick", None) or tick.settings(snakemake.config, w.qemu))
+tick_settings = tick.settings(snakemake.config, w.qemu)
 tick_hooks = tick.hooks_for(tick_settings, accel)
 # Host scheduler other than "file": the data disk on a loop device with that scheduler, made
 # for this run and detached after it however it ends (guestio.workloads.hostdisk).

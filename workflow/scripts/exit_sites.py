@@ -30,7 +30,7 @@ with say_to(snakemake.log[0], label) as say:
     else:
         hook = KvmExitTracer(root=cfg["tracefs"]) if backend == "kvm" else ExitCounter(inp.plugin, trace=True)
         # The guest's tick, measured and checked (guestio.workloads.tick).
-        tick_settings = dict(getattr(snakemake.params, "tick", None) or tick.settings(snakemake.config, w.qemu))
+        tick_settings = tick.settings(snakemake.config, w.qemu)
         tick_hooks = tick.hooks_for(tick_settings, backend)
         bonnie.run_vm_bonnie(
             kernel=inp.bzimage, initrd=inp.initrd, append=guest_append(vm), accel=backend,

@@ -20,7 +20,7 @@ from guestio.workloads import cpuload, tick
 lifetime.die_with_snakemake()
 
 inp, out, w, params = snakemake.input, snakemake.output, snakemake.wildcards, snakemake.params
-vm, cpu, tick_settings = dict(params.vm), dict(params.cpu), dict(params.tick)
+vm, cpu, tick_settings = dict(params.vm), dict(params.cpu), tick.settings(snakemake.config, w.qemu)
 outdir = Path(out.exits).parent
 backend = backend_for(accelerator_of(inp.accelerator))
 label = f"exits {w.workload} {w.variant} on {w.qemu} ({backend})"

@@ -74,7 +74,7 @@ from guestio.vm.machine import Hooks
 __all__ = [
     "MARK_PHASE", "MARK_BEFORE_SH", "MARK_AFTER_SH", "PIT_KERNEL_PARAMS", "TICK_SOURCES",
     "TickError", "TickRateError", "TickWindow", "TickHooks", "TickMeasurement",
-    "kernel_params", "kernel_hz", "pit_scale_of", "intended_rate", "settings", "hooks_for", "measure_run",
+    "kernel_params", "kernel_hz", "pit_scale_of", "intended_rate", "settings", "trigger", "hooks_for", "measure_run",
     "timer_interrupts",
     "read_uptime", "read_tick_seconds", "measure", "check_rate",
 ]
@@ -90,7 +90,7 @@ TICK_SOURCES = {
     "lapic": ("", "LOC", "lapic"),
 }
 #: The schema's defaults of the timer section (a config without it: its defaults)
-TIMER_DEFAULTS = {"pit_scale": 10, "tolerance": 0.4}
+TIMER_DEFAULTS = {"pit_scale": 10, "tolerance": 0.5}
 #: USER_HZ of x86 (the unit of /proc/stat)
 USER_HZ = 100
 
@@ -145,8 +145,15 @@ def intended_rate(hz: int, pit_scale: int) -> float:
     return hz / pit_scale
 
 
+def trigger(config: dict, qemu_variant: str) -> dict:
+    """What of the tick changes a run's results (a rule's params, so a rerun trigger): not the
+    tolerance, which only decides whether a run passes."""
+    s = settings(config, qemu_variant)
+    return {"tick": s["tick"], "pit_scale": s["pit_scale"]}
+
+
 def settings(config: dict, qemu_variant: str) -> dict:
-    """What a VM run on *qemu_variant* needs to know of its tick (a rule's params: a rerun trigger)."""
+    """What a VM run on *qemu_variant* needs to know of its tick: vm.tick, its PIT scale, the tolerance."""
     tick = config["vm"].get("tick", "pit")
     kernel_params(tick)
     timer = {**TIMER_DEFAULTS, **config.get("timer", {})}
