@@ -166,7 +166,7 @@ rule net_table2:
     input:
         exits=NET_EXITS,
         summary=str(Path(NET_EXITS).with_name("summary.json")),
-        code=[str(REPO / "workflow" / "guestio" / "exits" / "schema.py"), str(REPO / "workflow" / "guestio" / "net" / "figures.py")],
+        code=str(REPO / "workflow" / "guestio" / "exits" / "schema.py"),
     output:
         csv=f"{RESULTS}/tables/table2.csv",
         markdown=f"{RESULTS}/tables/table2.md",

@@ -185,7 +185,8 @@ def _setting_lines(provenance: Mapping, net: Mapping, variants: Sequence[str], n
         lines.append(base.TCG_WARNING)
     link = net.get("link", {})
     mitigation = "on" if net.get("e1000_mitigation", True) else "off"
-    lines.append(f"{base._qemu_text(provenance)} · {base._kernel_text(provenance, variants)} "
+    qemu = base._qemu_text(provenance)
+    lines.append(f"{qemu if qemu.startswith('QEMU') else 'QEMU ' + qemu} · {base._kernel_text(provenance, variants)} "
                  f"(variants {', '.join(variants)}) · {base._host_text(provenance)}")
     lines.append(f"testbed: HostA and HostB in network namespaces, veth pair shaped by tc "
                  f"(rate {link.get('rate') or 'none'}, delay {link.get('delay') or 'none'}); GuestB on a tap "
@@ -215,7 +216,7 @@ def _wrap(lines: Sequence[str], width_in: float) -> list[str]:
 
 def _layout(n_panels: int, lines: Sequence[str]) -> tuple[Figure, list]:
     """Panels side by side above a block of text (claims, ratios, setting)."""
-    width = 3.4 * n_panels + 0.6
+    width = max(6.4, 3.4 * n_panels + 0.6)  # room for the title and the text block
     text = _wrap(lines, width)
     text_h = 0.125 * len(text) + 0.15
     plot_h, top_h, tick_h = 2.5, 0.55, 0.55
