@@ -35,12 +35,14 @@ def machine_state():
     assert after == before, f"network state changed:\nbefore {before}\nafter  {after}"
 
 
-def _wait_for_namespaces(n: int, timeout_s: float = 60) -> list[str]:
+def _wait_for_namespaces(n: int, timeout_s: float = 60, proc: subprocess.Popen | None = None) -> list[str]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         found = testbed.guestio_namespaces()
         if len(found) >= n:
             return found
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"exited ({proc.returncode}) before its testbed was up:\n{proc.stdout.read()[-3000:]}")
         time.sleep(0.05)
     raise AssertionError(f"no testbed namespaces appeared within {timeout_s} s")
 
@@ -222,11 +224,14 @@ def test_pipeline_native_run_interrupted_or_failed_leaves_nothing(machine_state,
     results = f"build/test-net-{os.getpid()}"
     target = f"{results}/runs/net/native/veth/rep0/measurements.csv"
     try:
+        longer = tmp_path / "longer.yaml"
+        longer.write_text("network:\n  netperf: {seconds: 60}\n")
         proc = subprocess.Popen([str(REPO / ".venv" / "bin" / "snakemake"), "--cores", "2", target,
-                                 "--config", f"results_dir={results}", "network={'netperf': {'seconds': 60}}"],
+                                 "--config", f"results_dir={results}", "--configfile", "config/config.yaml",
+                                 str(longer)],
                                 cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
-        _wait_for_namespaces(2, timeout_s=180)
+        _wait_for_namespaces(2, timeout_s=180, proc=proc)
         time.sleep(1)
         os.killpg(proc.pid, signal.SIGINT)
         out = proc.communicate(timeout=120)[0]
