@@ -399,6 +399,11 @@ class Testbed:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
+    def stop_processes(self) -> None:
+        """Stop every process the testbed started (a run that is over stops its benchmarks)."""
+        for proc in list(self._procs):
+            self._stop(proc)
+
     @staticmethod
     def _stop(proc: subprocess.Popen) -> None:
         if proc.poll() is not None:

@@ -307,7 +307,9 @@ class NetSession(Hooks):
 
     def after_shutdown(self, machine, result) -> None:
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread.is_alive():
+            # QEMU is gone: a benchmark still running has nobody to talk to.
+            self.testbed.stop_processes()
             self._thread.join(60)
 
 
