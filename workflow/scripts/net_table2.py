@@ -29,7 +29,10 @@ mitigation = summary.get("e1000_mitigation")
 md.append(f"QEMU e1000 interrupt mitigation: {'on' if mitigation else 'off' if mitigation is not None else 'n/a'}. "
           "HostA runs netperf against the guest's netserver; each test is its own window.")
 md.append("")
-md.append("The paper's Table 2 (netperf, 2.6.27 guest, KVM-76): " + ", ".join(PAPER) + ".")
+md.append("The paper's Table 2 (netperf, 2.6.27 guest, KVM-76): " + ", ".join(PAPER) + ". ioread*/iowrite* are "
+          "the iomap register accessors of drivers such as 8139too; 6.1's e1000 reaches its registers with inlined "
+          "readl/writel, so its sites carry e1000's own function names. acpi_pm_read is the guest's clocksource "
+          "(vm.clocksource: acpi_pm), read at every timestamp the network stack takes.")
 md.append("")
 ranked, latex = [], []
 for window in windows:
