@@ -509,7 +509,7 @@ def _panel_lines(panel: Panel, ratios: list[Ratio]) -> list[str]:
     mine = [r for r in ratios if r.panel is panel]
     for r in mine:
         if len(mine) > 1:
-            lines += textwrap.wrap(f"{r.numerator.setting()}:", 60)
+            lines += textwrap.wrap(f"{r.numerator.short()}:", 60)
         lines.append(f"here: {format_ratio(r.ratio, r.low, r.high)}, {_p_text(r.p_value)}"
                      + (f" {r.mark}" if r.mark else ""))
     return lines
