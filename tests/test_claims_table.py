@@ -212,3 +212,18 @@ def test_a_table_artifact_long_form_csv_gives_its_ratios(results):
     sites = {q.quantity: q for q in row.quantities}
     assert sites["site1_exits"].value == pytest.approx(0.15) and sites["site1_exits"].outcome == "agrees"
     assert sites["site2_exits"].from_emulation
+
+
+def test_an_exit_site_without_a_symbol_does_not_break_the_table(results):
+    table = results / "tables" / "table1.csv"
+    condition = dict(claims_mod.load_claims()["table1"].quantities[0].condition)   # Table 1's run
+    pd.DataFrame([
+        {"accelerator": "tcg-modelled", **condition, "phase": "benchmark",
+         "function": None, "caller": None, "count": 10, "count_share": 0.6, "rank": 1},
+        {"accelerator": "tcg-modelled", **condition, "phase": "benchmark",
+         "function": "timer_interrupt", "caller": None, "count": 5, "count_share": 0.3, "rank": 2},
+    ]).to_csv(table, index=False)
+    ev = evidence(results, exit_tables={"table1": str(table)})
+    ev.built.add("table1")
+    q = {r.claim: r for r in ct.build(ev, costs={})}["table1"].quantities[0]
+    assert q.outcome == "agrees" and "(no symbol)" in q.note

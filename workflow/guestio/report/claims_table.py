@@ -334,7 +334,9 @@ def _sites(q: claims_mod.Quantity, path: str) -> QuantityRow | None:
     rank = pd.to_numeric(rows["rank"], errors="coerce")
     hottest_rows = rows[rank <= top]
     has_caller = "caller" in rows.columns and hottest_rows["caller"].notna().any()
-    hottest = [(r.function, (r.caller if has_caller and isinstance(r.caller, str) else None))
+    # A site without a symbol (a pc outside the kernel's System.map) has no function name.
+    hottest = [((r.function if isinstance(r.function, str) else "(no symbol)"),
+                (r.caller if has_caller and isinstance(r.caller, str) else None))
                for r in hottest_rows.itertuples(index=False)]
     outcome, found = judge_sites(q.verdict_rule, hottest)
     listed = len(q.verdict_rule["sites"])
