@@ -239,7 +239,7 @@ def _values(rows: pd.DataFrame) -> np.ndarray:
 
 
 def ratios_by(q: claims_mod.Quantity, df: pd.DataFrame, ev: Evidence, device: str = "disk",
-              free: Sequence[str] = ()) -> list[dict]:
+              free: Sequence[str] = (), defaults: Mapping[str, Sequence[str]] | None = None) -> list[dict]:
     """The quantity's ratio for each numerator alternative, accelerator and value of ``device``
     (a column: "disk", "nic") the numerator was run with; the denominator of the same accelerator
     and device, or all of it where it has none such (native).  ``free``: columns the selectors'
@@ -252,12 +252,13 @@ def ratios_by(q: claims_mod.Quantity, df: pd.DataFrame, ev: Evidence, device: st
     rows = df[df["metric"] == q.metric]
     if q.experiment and "experiment" in rows.columns:
         rows = rows[rows["experiment"] == q.experiment]
+    defaults = ev.defaults if defaults is None else defaults
     den_sel = [{k: v for k, v in a.items() if k not in free} for a in _selector_list(q.denominator)]
-    den = rows[_match(rows, den_sel, {k: v for k, v in ev.defaults.items() if k not in free})]
+    den = rows[_match(rows, den_sel, {k: v for k, v in defaults.items() if k not in free})]
     out = []
     for i, alternative in enumerate(_selector_list(q.numerator)):
         alt = {k: v for k, v in alternative.items() if k not in free}
-        num = rows[_match(rows, [alt], {k: v for k, v in ev.defaults.items() if k not in free})]
+        num = rows[_match(rows, [alt], {k: v for k, v in defaults.items() if k not in free})]
         if num.empty or den.empty or device not in num.columns:
             continue
         for acc, dev in sorted(num[["accelerator", device]].drop_duplicates().itertuples(index=False, name=None)):
@@ -269,22 +270,27 @@ def ratios_by(q: claims_mod.Quantity, df: pd.DataFrame, ev: Evidence, device: st
             if nv.size == 0 or dv.size == 0 or float(dv.mean()) == 0.0:
                 continue
             ratio, low, high = bootstrap_ratio_ci(nv, dv, ev.seed, ev.n_resamples)
+            if q.measure == "exits" and nv.size == 1 and dv.size == 1:
+                low = high = ratio     # one count on each side: taken as exact (verdicts.yaml)
             out.append({"alternative": i, "numerator": alternative, "accelerator": str(acc), "device": str(dev),
                         "ratio": ratio, "low": low, "high": high, "n_numerator": int(nv.size),
                         "n_denominator": int(dv.size), "sources": sorted(set(n["_source"]) | set(d["_source"]))})
     return out
 
 
-def _ratio_from_tables(q: claims_mod.Quantity, tables: _Tables, ev: Evidence) -> QuantityRow | None:
+def _ratio_from_tables(q: claims_mod.Quantity, tables: _Tables, ev: Evidence,
+                       defaults: Mapping[str, Sequence[str]] | None = None) -> QuantityRow | None:
     # One ratio per numerator alternative and setting (accelerator, disk); the first is judged:
     # the claim's first alternative on the paper's device (ide sorts before virtio).
-    out = ratios_by(q, tables.frame(), ev)
+    out = ratios_by(q, tables.frame(), ev, defaults=defaults)
     if not out:
         return None
     first = out[0]
+    measured = _fmt(first["ratio"], first["low"], first["high"])
+    if q.measure == "exits" and first["n_numerator"] == first["n_denominator"] == 1:
+        measured = f"{first['ratio']:.3g} (one count each side, no CI)"
     row = QuantityRow("", "", q.id, q.label, q.paper.text, first["ratio"], first["low"], first["high"],
-                      _fmt(first["ratio"], first["low"], first["high"]), accelerator=first["accelerator"],
-                      source=", ".join(first["sources"]))
+                      measured, accelerator=first["accelerator"], source=", ".join(first["sources"]))
 
     def what(r):
         alt = ", ".join(f"{k} {v}" for k, v in r["numerator"].items() if k != "target")
@@ -397,7 +403,8 @@ def judge_quantity(claim: claims_mod.Claim, q: claims_mod.Quantity, ev: Evidence
         if row is None:
             for a in claim.artifact_ids:   # a table artifact's own long-form CSV (metric, value columns)
                 if a in ev.exit_tables and row is None:
-                    row = _ratio_from_tables(q, _Tables([ev.exit_tables[a]], long_form=False), ev)
+                    # its own columns, selected as the claim names them (no default condition)
+                    row = _ratio_from_tables(q, _Tables([ev.exit_tables[a]], long_form=False), ev, defaults={})
     if row is None:
         if not blank.note:
             blank.note = "no measured rows for it in the artifact's files"
