@@ -90,7 +90,7 @@ TICK_SOURCES = {
     "lapic": ("", "LOC", "lapic"),
 }
 #: The schema's defaults of the timer section (a config without it: its defaults)
-TIMER_DEFAULTS = {"pit_scale": 10, "tolerance": 0.6}
+TIMER_DEFAULTS = {"pit_scale": 10, "tolerance": 0.8}
 #: USER_HZ of x86 (the unit of /proc/stat)
 USER_HZ = 100
 
