@@ -227,3 +227,17 @@ def test_an_exit_site_without_a_symbol_does_not_break_the_table(results):
     ev.built.add("table1")
     q = {r.claim: r for r in ct.build(ev, costs={})}["table1"].quantities[0]
     assert q.outcome == "agrees" and "(no symbol)" in q.note
+
+
+def test_one_exit_count_on_each_side_is_taken_as_exact(results):
+    table = results / "tables" / "table4.csv"
+    pd.DataFrame([{"experiment": "table4", "side": side, "qemu": qemu, "site_rank": "2",
+                   "metric": "port_io_exits_per_gib", "value": value}
+                  for side, qemu, value in (("before", "stock", 15864.0), ("after", "coalesce", 2343.0))]
+                 ).to_csv(table, index=False)
+    ev = evidence(results, exit_tables={"table4": str(table)})
+    ev.built.add("table4")
+    row = {r.claim: r for r in ct.build(ev, costs={})}["table4"]
+    site2 = next(q for q in row.quantities if q.quantity == "site2_exits")
+    assert site2.value == pytest.approx(2343 / 15864) and site2.low == site2.high == site2.value
+    assert site2.outcome == "agrees" and "one count each side" in site2.measured
