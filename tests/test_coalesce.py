@@ -98,13 +98,28 @@ def coalesce_qemu() -> dict:
 
 
 def _qtest(build: dict, commands: list[str], *extra: str) -> list[str]:
-    """Run qtest commands on a pc machine of *build*; the replies (one per command)."""
-    done = subprocess.run(
+    """Run qtest commands on a pc machine of *build*; the replies (one per command).
+
+    QEMU is stopped once every command has its reply (qtest does not end at end of input)."""
+    proc = subprocess.Popen(
         [*qemu.argv_prefix(build), "-machine", "pc", "-accel", "qtest", "-qtest", "stdio",
          "-display", "none", "-nodefaults", "-m", "64", *extra],
-        input="".join(c + "\n" for c in commands), capture_output=True, text=True, timeout=60)
-    replies = [ln for ln in done.stdout.splitlines() if ln.startswith(("OK", "FAIL", "ERR"))]
-    assert len(replies) == len(commands), (done.stdout[-2000:], done.stderr[-2000:])
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    replies = []
+    try:
+        proc.stdin.write("".join(c + "\n" for c in commands))
+        proc.stdin.flush()
+        while len(replies) < len(commands):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith(("OK", "FAIL", "ERR")):
+                replies.append(line.strip())
+        alive = proc.poll() is None    # QEMU survived every batch, good or bad
+    finally:
+        proc.kill()
+        proc.wait()
+    assert alive and len(replies) == len(commands), replies
     return replies
 
 
@@ -184,6 +199,8 @@ echo 3 > /proc/sys/vm/drop_caches
 dd if=/dev/sda of=/tmp/readback bs=64k count=128 iflag=direct 2> "$OUT/dd-read.txt"
 sha256sum /tmp/readback | cut -d' ' -f1 > "$OUT/read.sha256"
 cat /sys/block/sda/stat > "$OUT/sda-stat.txt"
+echo "GUESTIO: phase io-done" > /dev/kmsg
+sleep 3
 """
 PATTERN_BYTES = 8 << 20
 
@@ -206,12 +223,16 @@ def stock_qemu() -> dict:
 
 
 class DeviceCounters(Hooks):
-    """The guestio-coalesce device's counters (QOM), read when the guest's job has finished."""
+    """The guestio-coalesce device's counters (QOM), read when the job says its I/O is done
+    (phase io-done; the guest powers off right after "job finished")."""
 
     def __init__(self):
         self.values: dict[str, int] = {}
 
-    def job_finished(self, machine, status):
+    def phase(self, machine, name):
+        if name != "io-done":
+            return None
+
         async def read():
             for name in COUNTERS:
                 self.values[name] = await machine.qmp.execute(
