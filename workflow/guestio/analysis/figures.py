@@ -573,7 +573,9 @@ def _draw(spec: FigureClaim, provenance: Mapping, pairs, bars, ratios, seed: int
     annot_h = panel_title_h + n_panel_lines * _line_h(9.0) + 0.12
     ticks_h = n_tick_lines * _line_h(8.5) + 0.2
     footer_h = len(footer) * _line_h(7.5) + 0.1
-    H = pad + header_h + annot_h + axes_h + ticks_h + footer_h + pad
+    # Two panels a row (more than two: further rows below, e.g. throughput and CPU of write and read).
+    rows = max(1, math.ceil(len(spec.panels) / 2))
+    H = pad + header_h + annot_h + axes_h + ticks_h + footer_h + pad + (rows - 1) * (annot_h + axes_h + ticks_h)
 
     fig = Figure(figsize=(W, H))
     FigureCanvasAgg(fig)
@@ -585,10 +587,12 @@ def _draw(spec: FigureClaim, provenance: Mapping, pairs, bars, ratios, seed: int
     axes_top = y - annot_h
     axes_bottom = axes_top - axes_h
     variants = sorted({_colour_key(c) for c in vm_conditions}, key=lambda k: (k[0] != "baseline", k))
+    row_h = annot_h + axes_h + ticks_h
     for i, panel in enumerate(spec.panels):
-        x0 = left + i * (panel_w + gap)
-        fig.text(x0 / W, y / H, panel.title, fontsize=11.0, fontweight="bold", va="top", ha="left")
-        ty = y - panel_title_h
+        x0 = left + (i % 2) * (panel_w + gap)
+        row_y, axes_bottom = y - (i // 2) * row_h, axes_top - axes_h - (i // 2) * row_h
+        fig.text(x0 / W, row_y / H, panel.title, fontsize=11.0, fontweight="bold", va="top", ha="left")
+        ty = row_y - panel_title_h
         for line in panel_text[i]:
             fig.text(x0 / W, ty / H, line, fontsize=9.0, va="top", ha="left",
                      fontweight="bold" if line.startswith("here:") else "normal")
