@@ -192,7 +192,9 @@ def figure_files(fig):
 
 
 # Exit tables: modelled exits of bonnie++ per kernel variant.
-PLUGIN = f"{BUILD}/plugin/libexitcount.so"
+# Per results dir: it is built against that dir's QEMU source record, so two results dirs
+# do not rebuild one shared file and force each other's exit runs to redo.
+PLUGIN = f"{RESULTS}/exits/plugin/libexitcount.so"
 
 
 EXIT_DIR = f"{RESULTS}/exits/{{workload}}/{{variant}}/{{qemu}}"
