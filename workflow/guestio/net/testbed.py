@@ -47,6 +47,7 @@ import signal
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,7 @@ BRIDGE = "br0"      # HostB's bridge: its veth end and the guest's tap
 TAP = "tap0"        # the guest's tap, in HostB
 ROLES = ("hosta", "hostb")
 TERM_WAIT_S = 3.0
+CLONE_NEWNET = 0x40000000
 
 
 class TestbedError(RuntimeError):
@@ -422,6 +424,23 @@ class Testbed:
     def enter(self, role: str) -> list[str]:
         """The argv prefix that runs a command inside a host's namespace."""
         return ["nsenter", f"--net={NETNS_DIR / self.namespaces[role]}", "--"]
+
+    def enter_thread(self, role: str) -> None:
+        """Move the calling thread (only it) into a host's namespace: its sockets are that host's.
+
+        For a thread of its own (the host side of a run): the namespace of a thread is its own,
+        and the machine's namespace stays the one of every other thread and of the process.
+        """
+        if threading.current_thread() is threading.main_thread():
+            raise TestbedError("enter_thread: not in the main thread (it would move the whole job)")
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(NETNS_DIR / self.namespaces[role], os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            if libc.setns(fd, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise TestbedError(f"setns into {self.namespaces[role]}: {os.strerror(err)}")
+        finally:
+            os.close(fd)
 
     def run(self, role: str, argv: Sequence[str], *, timeout: float, check: bool = False) -> subprocess.CompletedProcess:
         """Run a command in HostA's or HostB's namespace (own process group, killed on timeout)."""

@@ -25,8 +25,8 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import socket
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -45,6 +45,7 @@ CONTROL_PORT = 5999
 NETPERF_PORT = 12865
 IPERF3_PORT = 5201
 READY_PHASE = "net-ready"
+DONE_PHASE = "net-done"
 #: Config NIC names -> QEMU device models (NicSpec.model).
 NIC_MODELS = {"rtl8139": "rtl8139", "e1000": "e1000", "virtio-net": "virtio-net-pci"}
 #: The three ping paths of Fig 3: name -> (the host that pings, the address role it pings).
@@ -229,17 +230,6 @@ def _run_step(tb: Testbed, step: Step, hostdir: Path) -> tuple[list[Measurement]
 # The host side of a VM run
 
 
-_SEND = ("import socket,sys,time\n"
-         "deadline=time.monotonic()+float(sys.argv[4])\n"
-         "while True:\n"
-         "    try:\n"
-         "        s=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=2)\n"
-         "        s.sendall(sys.argv[3].encode()+b'\\n'); s.close(); break\n"
-         "    except OSError as e:\n"
-         "        if time.monotonic()>deadline: sys.exit(f'cannot reach the guest: {e}')\n"
-         "        time.sleep(0.05)\n")
-
-
 @dataclass
 class NetSession(Hooks):
     """Runs *steps* from the host once the guest says it is ready; then tells it "done".
@@ -260,7 +250,12 @@ class NetSession(Hooks):
     error: BaseException | None = None
 
     def __post_init__(self) -> None:
-        self._seen: dict[str, threading.Event] = {s.name: threading.Event() for s in self.steps}
+        # Each command waits for the guest's answer on the console (its window opened, or the job
+        # finished) before the next is sent: the guest's nc for one command may still hold its
+        # listening socket, and a connection queued there would be lost when it exits.
+        self._seen: dict[str, threading.Event] = {n: threading.Event() for n in [s.name for s in self.steps]
+                                                  + [DONE_PHASE]}
+        self._job_finished = threading.Event()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.finished = False
@@ -273,27 +268,45 @@ class NetSession(Hooks):
         elif name in self._seen:
             self._seen[name].set()
 
+    def job_finished(self, machine, status: int) -> None:
+        self._job_finished.set()
+
+    def _command(self, command: str, answered: threading.Event, timeout_s: float) -> None:
+        """Send until the guest answers (a lost connection is sent again)."""
+        deadline = time.monotonic() + timeout_s
+        while not self._stop.is_set():
+            self._send(command)
+            if answered.wait(3.0):
+                return
+            if time.monotonic() > deadline:
+                raise NetBenchError(f"the guest did not answer {command!r} within {timeout_s:g} s")
+
     def _send(self, command: str, timeout_s: float = 20.0) -> None:
-        r = self.testbed.run("hostb", [sys.executable, "-c", _SEND, self.testbed.addresses.guest, str(CONTROL_PORT),
-                                       command, str(timeout_s)], timeout=timeout_s + 10)
-        if r.returncode != 0:
-            raise NetBenchError(f"sending {command!r} to the guest: {r.stderr.strip()[-300:]}")
+        """One command, one connection to the guest's control port (from HostB: this thread's namespace)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with socket.create_connection((self.testbed.addresses.guest, CONTROL_PORT), timeout=2) as s:
+                    s.sendall(command.encode() + b"\n")
+                return
+            except OSError as exc:  # the guest's nc is between two connections, or not up yet
+                if time.monotonic() > deadline or self._stop.is_set():
+                    raise NetBenchError(f"sending {command!r} to the guest: {exc}") from None
+                time.sleep(0.05)
 
     def _work(self) -> None:
         try:
+            self.testbed.enter_thread("hostb")
             for step in self.steps:
                 if self._stop.is_set():
                     return
-                self._send(f"phase {step.name}")
-                if not self._seen[step.name].wait(self.phase_timeout_s):
-                    raise NetBenchError(f"the guest did not open window {step.name!r} within "
-                                        f"{self.phase_timeout_s:g} s")
+                self._command(f"phase {step.name}", self._seen[step.name], self.phase_timeout_s)
                 t0 = time.monotonic()
                 ms, summary = _run_step(self.testbed, step, Path(self.hostdir))
                 self.measurements.append((step, ms))
                 self.summaries.append({**summary, "seconds": round(time.monotonic() - t0, 3)})
                 self.log(f"{step.name}: {_brief(ms)}")
-            self._send("phase net-done")
+            self._command(f"phase {DONE_PHASE}", self._seen[DONE_PHASE], self.phase_timeout_s)
             self.finished = True
         except BaseException as exc:  # reported after the run
             self.error = exc
@@ -301,7 +314,7 @@ class NetSession(Hooks):
         finally:
             if not self._stop.is_set():
                 try:
-                    self._send("done")
+                    self._command("done", self._job_finished, self.phase_timeout_s)
                 except Exception as exc:
                     self.log(f"could not tell the guest to finish: {exc}")
 
