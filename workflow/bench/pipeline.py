@@ -8,7 +8,9 @@ build (cold: empty ccache; cached: ccache warm, build dir removed); everything
 goes through the same functions the Snakemake rules call.  Builds share the
 machine with whatever else runs: the load average at the start is given.
 
-    .venv/bin/python workflow/bench/pipeline.py [--parts kernels,qemu,image,boot,plugin] [--boots 5]
+    .venv/bin/python workflow/bench/pipeline.py [--parts kernels,qemu,image,boot,plugin,mainjob] [--boots 5]
+
+mainjob is the main job from nothing in a clean clone of HEAD (about an hour per profile here).
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ import argparse
 import json
 import os
 import platform
+import re
+import resource
 import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -38,7 +43,10 @@ REPO = Path(__file__).resolve().parents[2]
 LAYERS = REPO / "workflow" / "kernel" / "layers"
 STORE = REPO / "workflow" / "bench" / "pipeline.json"
 TABLE = REPO / "workflow" / "bench" / "pipeline.md"
-PARTS = ("kernels", "qemu", "image", "boot", "plugin")
+PARTS = ("kernels", "qemu", "image", "boot", "plugin", "mainjob")
+SNAKEMAKE = REPO / ".venv" / "bin" / "snakemake"
+# Where the main-job part leaves each profile's log, claims table and report (its clone is deleted).
+KEPT = REPO / "build" / "bench-mainjob"
 CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 
@@ -175,6 +183,67 @@ def part_plugin(work: Path, args) -> tuple[list[list[str]], str]:
     return rows, "tcg"
 
 
+def _du(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def _timed(cmd: list[str], cwd: Path, env: dict, log: Path) -> tuple[float, float]:
+    """Wall and CPU seconds (children's user+sys) of one command; its output appended to log."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    with log.open("a") as out:
+        out.write(f"$ {' '.join(cmd)}\n")
+        out.flush()
+        subprocess.run(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, check=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return time.monotonic() - started, cpu
+
+
+def part_mainjob(work: Path, args) -> tuple[list[list[str]], str]:
+    """The main job from nothing, per profile: a clean clone of HEAD with its own build/ and
+    results/ and an empty private ccache (set-up already done), then the report and the bundle."""
+    rows, accels = [], set()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                            text=True, check=True).stdout.strip()
+    for profile in args.profiles.split(","):
+        clone = work / profile
+        subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
+        cold = clone / "bench-cold.yaml"
+        ccache = str(work / f"ccache-{profile}")
+        cold.write_text(yaml.safe_dump({"kernel": {"ccache_dir": ccache}, "qemu": {"ccache_dir": ccache}}))
+        configs = [] if profile == "default" else [f"config/{profile}.yaml"]
+        results = clone / yaml.safe_load((clone / (configs[-1] if configs else "config/config.yaml")).read_text())["results_dir"]
+        # The clone's own package, not the one .venv's guestio.pth points at.
+        env = dict(os.environ, PYTHONPATH=str(clone / "workflow"))
+        log = work / f"{profile}.log"
+        base = [str(SNAKEMAKE), "--cores", "all", "--configfile", *configs, str(cold)]
+        load = _load()
+        print(f"main job, {profile} profile, cold ({load})...", flush=True)
+        main_s, main_cpu = _timed(base, clone, env, log)
+        steps = re.findall(r"(\d+) of (\d+) steps \(100%\) done", log.read_text())
+        jobs = steps[-1][1] if steps else "?"
+        report_s, _ = _timed([*base[:1], "--report", str(results / "report.html"), *base[1:]], clone, env, log)
+        bundle_s, _ = _timed([*base, "bundle"], clone, env, log)
+        accel = json.loads((results / "host" / "accelerator.json").read_text())["accelerator"]
+        accels.add(accel)
+        gib = lambda n: f"{n / (1 << 30):.1f} GiB"
+        rows += [[f"main job `snakemake --cores all`, {profile} profile, cold (clone of {commit}, empty ccache, "
+                  f"set-up done), {accel}", f"{main_s / 60:.1f} min (CPU {main_cpu / 60:.0f} min)",
+                  f"{jobs} jobs; {load} at start; results {gib(_du(results))}, build {gib(_du(clone / 'build'))}"],
+                 [f"`--report` after it, {profile} profile", f"{report_s:.0f} s", ""],
+                 [f"`bundle` after it, {profile} profile", f"{bundle_s:.0f} s",
+                  f"archive {(results / 'bundle' / 'guestio-bundle.tar.gz').stat().st_size / (1 << 20):.0f} MiB"]]
+        kept = KEPT / profile
+        shutil.rmtree(kept, ignore_errors=True)
+        kept.mkdir(parents=True)
+        shutil.copy(log, kept / "snakemake.log")
+        for name in ("claims.md", "claims.csv", "report.html"):
+            if (results / name).exists():
+                shutil.copy(results / name, kept / name)
+    return rows, ",".join(sorted(accels))
+
+
 def render(store: dict) -> str:
     host = store["host"]
     lines = [
@@ -199,6 +268,8 @@ def main() -> None:
     parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, from {', '.join(PARTS)}")
     parser.add_argument("--boots", type=int, default=5, help="repetitions of the boot and plugin measurements")
     parser.add_argument("--qemu-repeats", type=int, default=2, help="cold + cached QEMU builds, each this many times")
+    parser.add_argument("--profiles", default="default,quick",
+                        help="main-job part: comma-separated; default is config/config.yaml alone, NAME adds config/NAME.yaml")
     args = parser.parse_args()
     parts = [p for p in args.parts.split(",") if p]
     unknown = set(parts) - set(PARTS)
@@ -206,7 +277,8 @@ def main() -> None:
         parser.error(f"unknown parts: {', '.join(sorted(unknown))}")
     store = json.loads(STORE.read_text()) if STORE.exists() else {"parts": {}}
     store["host"] = provenance.host_snapshot()["host"]
-    runners = {"kernels": part_kernels, "qemu": part_qemu, "image": part_image, "boot": part_boot, "plugin": part_plugin}
+    runners = {"kernels": part_kernels, "qemu": part_qemu, "image": part_image, "boot": part_boot, "plugin": part_plugin,
+               "mainjob": part_mainjob}
     (REPO / "build").mkdir(exist_ok=True)
     for part in parts:
         with tempfile.TemporaryDirectory(prefix=f"guestio-bench-{part}-", dir=REPO / "build") as tmp:
