@@ -63,6 +63,24 @@ def lock_holders(lock_file: os.PathLike | str) -> list[int]:
     return sorted(set(pids))
 
 
+def lock_is_held(lock_file: os.PathLike | str) -> bool:
+    """Whether a live process holds the flock on *lock_file* (a missing file is not held).
+
+    Probes by trying the lock without waiting, so it also sees holders in other mount or
+    pid namespaces, which /proc/locks may not name."""
+    try:
+        fd = os.open(lock_file, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 def _holder(lock_file: Path) -> str:
     pids = lock_holders(lock_file)
     if pids:

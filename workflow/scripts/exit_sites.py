@@ -8,9 +8,7 @@ from pathlib import Path
 
 from guestio import lifetime
 from guestio.exits import schema as exits
-from guestio.exits.backends import backend_for, kvm_sites, tcg_sites
-from guestio.exits.kvm import KvmExitTracer
-from guestio.exits.tcg import ExitCounter
+from guestio.exits.backends import backend_for, run_sites, tracer_for
 from guestio.util import write_json_atomic
 from guestio.vm.jobs import accelerator_of, guest_append, qemu_of, say_to, write_provenance
 from guestio.workloads import bonnie, tick
@@ -28,7 +26,7 @@ with say_to(snakemake.log[0], label) as say:
         say(f"reading the KVM run recorded in {recorded} (no boot here)")
         run_dir = Path(recorded)
     else:
-        hook = KvmExitTracer(root=cfg["tracefs"]) if backend == "kvm" else ExitCounter(inp.plugin, trace=True)
+        hook = tracer_for(backend, plugin=inp.plugin, tracefs=cfg["tracefs"])
         # The guest's tick, measured and checked (guestio.workloads.tick).
         tick_settings = tick.settings(snakemake.config, w.qemu)
         tick_hooks = tick.hooks_for(tick_settings, backend)
@@ -42,14 +40,8 @@ with say_to(snakemake.log[0], label) as say:
         ticked = tick.measure_run(outdir / "results", tick_hooks, tick_settings, inp.kconfig, where=label)
         say(ticked.describe())
         run_dir = outdir
-    if backend == "kvm":
-        table, summary = kvm_sites(run_dir / "kvm-trace", run_dir / "results", inp.system_map,
-                                   workload="bonnie++", variant=w.variant)
-        say(f"{int(table['count'].sum())} exits in the window, at least {summary['events_lost_lower_bound']} "
-            "events lost")
-    else:
-        table, summary = tcg_sites(hook, outdir / "results", inp.system_map, workload="bonnie++",
-                                   variant=w.variant, say=say)
+    table, summary = run_sites(backend, None if recorded else hook, run_dir, inp.system_map,
+                               workload="bonnie++", variant=w.variant, say=say)
     if not recorded:
         summary["tick"] = ticked.to_json()
     exits.write_csv(table, Path(out.exits))

@@ -13,9 +13,7 @@ from guestio import lifetime
 lifetime.die_with_snakemake()
 
 from guestio.exits import schema as exits  # noqa: E402
-from guestio.exits.backends import backend_for, kvm_sites, tcg_sites  # noqa: E402
-from guestio.exits.kvm import KvmExitTracer  # noqa: E402
-from guestio.exits.tcg import ExitCounter  # noqa: E402
+from guestio.exits.backends import backend_for, run_sites, tracer_for  # noqa: E402
 from guestio.net.testbed import Shape, Testbed  # noqa: E402
 from guestio.util import write_json_atomic  # noqa: E402
 from guestio.vm.jobs import accelerator_of, guest_append, qemu_of, say_to, write_provenance  # noqa: E402
@@ -27,7 +25,7 @@ outdir = Path(out.exits).parent
 backend = backend_for(accelerator_of(inp.accelerator))
 label = f"exits netperf {w.variant} {cfg['nic']} ({backend})"
 with say_to(snakemake.log[0], label) as say:
-    hook = KvmExitTracer(root=snakemake.params.tracefs) if backend == "kvm" else ExitCounter(inp.plugin, trace=True)
+    hook = tracer_for(backend, plugin=inp.plugin, tracefs=snakemake.params.tracefs)
     with Testbed(subnet=net["subnet"], shape=Shape.from_config(net["link"]), log=say) as tb:
         testbed = tb.describe()
         result, session = netbench.run_vm_net(
@@ -35,12 +33,8 @@ with say_to(snakemake.log[0], label) as say:
             memory_mib=net["ram_mib"], cpus=vm["cpus"], nic=cfg["nic"], mitigation=net["e1000_mitigation"],
             net=net, tests=cfg["tests"], outdir=outdir, boot_timeout_s=vm["boot_timeout_s"],
             job_timeout_s=vm["job_timeout_s"], log=say, hooks=[hook], run_label=label, **qemu_of(inp))
-    if backend == "kvm":
-        table, summary = kvm_sites(outdir / "kvm-trace", outdir / "results", inp.system_map,
-                                   workload="netperf", variant=w.variant)
-    else:
-        table, summary = tcg_sites(hook, outdir / "results", inp.system_map, workload="netperf",
-                                   variant=w.variant, say=say)
+    table, summary = run_sites(backend, hook, outdir, inp.system_map, workload="netperf", variant=w.variant,
+                               say=say)
     # Exits per MiB the guest received in each netperf window (HostA -> GuestB).
     received = {}
     for step, ms in session.measurements:

@@ -9,9 +9,7 @@ from pathlib import Path
 from guestio import lifetime
 from guestio.analysis.measurements import frame, write_csv
 from guestio.exits import schema as exits
-from guestio.exits.backends import backend_for, kvm_sites, tcg_sites
-from guestio.exits.kvm import KvmExitTracer
-from guestio.exits.tcg import ExitCounter
+from guestio.exits.backends import backend_for, run_sites, tracer_for
 from guestio.util import write_json_atomic
 from guestio.vm.jobs import accelerator_of, run_job, say_to, spec_from_config, write_provenance
 from guestio.workloads import cpuload, tick
@@ -28,17 +26,13 @@ with say_to(snakemake.log[0], label) as say:
     files = {"params": cpuload.write_params(outdir / "params", cpu["events"], cpu["max_prime"])}
     spec = spec_from_config(inputs=inp, vm=vm, job=Path(inp.job), memory_mib=cpu["ram_mib"], files=files)
     tick_hooks = tick.hooks_for(tick_settings, spec.accel)
-    tracer = KvmExitTracer(root=params.tracefs) if backend == "kvm" else ExitCounter(inp.plugin, trace=True)
+    tracer = tracer_for(backend, plugin=inp.plugin, tracefs=params.tracefs)
     run_job(spec, outdir, vm, label, say, hooks=[tick_hooks, tracer])
     ticked = tick.measure_run(outdir / "results", tick_hooks, tick_settings, inp.kconfig, where=label)
     say(ticked.describe())
     measurements = cpuload.read_result(outdir / "results", cpu["events"])
-    if backend == "kvm":
-        table, summary = kvm_sites(outdir / "kvm-trace", outdir / "results", inp.system_map,
-                                   workload="cpu", variant=w.variant)
-    else:
-        table, summary = tcg_sites(tracer, outdir / "results", inp.system_map, workload="cpu",
-                                   variant=w.variant, say=say)
+    table, summary = run_sites(backend, tracer, outdir, inp.system_map, workload="cpu", variant=w.variant,
+                               say=say)
     summary["qemu"] = w.qemu
     summary["tick"] = ticked.to_json()
     summary["cpu"] = {m.metric: m.value for m in measurements}

@@ -22,7 +22,7 @@ from guestio.exits import kvm, tcg
 from guestio.exits import schema
 from guestio.exits.symbols import SymbolTable
 
-__all__ = ["ExitBackendError", "backend_for", "kvm_sites", "tcg_sites"]
+__all__ = ["ExitBackendError", "backend_for", "tracer_for", "run_sites", "kvm_sites", "tcg_sites"]
 
 
 class ExitBackendError(RuntimeError):
@@ -34,6 +34,25 @@ def backend_for(accelerator: str) -> str:
     if accelerator not in ("kvm", "tcg"):
         raise ExitBackendError(f"no exit backend for accelerator {accelerator!r}")
     return accelerator
+
+
+def tracer_for(backend: str, *, plugin: Path, tracefs: str | Path):
+    """The hook that records a run's exits: KVM's tracepoints, or the exitcount plugin with QEMU's trace."""
+    return kvm.KvmExitTracer(root=tracefs) if backend == "kvm" else tcg.ExitCounter(plugin, trace=True)
+
+
+def run_sites(backend: str, tracer, run_dir: Path, system_map: Path, *, workload: str, variant: str,
+              say: Callable[[str], None]) -> tuple[pd.DataFrame, dict]:
+    """Exit sites of a finished run in run_dir, recorded by tracer_for(backend) (for KVM, a run
+    recorded elsewhere may be read with tracer None: its trace window is in run_dir)."""
+    run_dir = Path(run_dir)
+    if backend == "kvm":
+        table, summary = kvm_sites(run_dir / "kvm-trace", run_dir / "results", system_map,
+                                   workload=workload, variant=variant)
+        say(f"{int(table['count'].sum())} exits in the window, at least {summary['events_lost_lower_bound']} "
+            "events lost")
+        return table, summary
+    return tcg_sites(tracer, run_dir / "results", system_map, workload=workload, variant=variant, say=say)
 
 
 def kvm_sites(trace_dir: Path, guest_results: Path | None, system_map: Path, *, workload: str,

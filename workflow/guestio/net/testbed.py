@@ -53,6 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
+from guestio.util import lock_is_held
+
 __all__ = ["NS_PREFIX", "LOCK_DIR", "NETNS_DIR", "TestbedError", "NotRootError", "Shape", "Addresses",
            "Testbed", "require_root", "cleanup_stale", "guestio_namespaces", "machine_network_state"]
 
@@ -174,20 +176,6 @@ def _tag_of(namespace: str) -> str:
     return namespace[len(NS_PREFIX):].rsplit("-", 1)[0]
 
 
-def _lock_is_free(path: Path) -> bool:
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
-
-
 def _ns_pids(namespace: str) -> list[int]:
     r = _run(["ip", "netns", "pids", namespace], check=False)
     return [int(p) for p in r.stdout.split() if p.isdigit()]
@@ -229,14 +217,14 @@ def cleanup_stale(log: Callable[[str], None] = print) -> list[str]:
     removed = []
     for namespace in guestio_namespaces():
         tag = _tag_of(namespace)
-        if _lock_is_free(LOCK_DIR / f"{tag}.lock"):
+        if not lock_is_held(LOCK_DIR / f"{tag}.lock"):
             log(f"removing namespace {namespace} left by a run that was killed")
             _delete_namespace(namespace)
             removed.append(namespace)
     if LOCK_DIR.is_dir():
         live = {_tag_of(n) for n in guestio_namespaces()}
         for lock in LOCK_DIR.glob("*.lock"):
-            if lock.stem not in live and _lock_is_free(lock):
+            if lock.stem not in live and not lock_is_held(lock):
                 with contextlib.suppress(FileNotFoundError):
                     lock.unlink()
     return removed

@@ -157,17 +157,22 @@ class ReportFacts:
         out.append(self.missing_rst())
         return "\n".join(out)
 
-    def figure_rst(self, fig: str) -> str:
-        files = self.figures.get(fig, {})
-        claim = self._claim_of(fig)
-        arts = claims_mod.load_artifacts(self.claims_file)
-        art = arts.get(fig)
-        out = [f"**{_esc(art.paper_id if art else fig)}: {_esc(art.title or art.what if art else '')}**", ""]
+    def _heading(self, artifact: str, title) -> list[str]:
+        """The artifact's name and title (title(artifact) of its claims.yaml entry), the paper's
+        claim and the verdict here, as the first lines of its caption."""
+        art = claims_mod.load_artifacts(self.claims_file).get(artifact)
+        out = [f"**{_esc(art.paper_id if art else artifact)}: {_esc(title(art) if art else '')}**", ""]
+        claim = self._claim_of(artifact)
         if claim:
             out += [f"*Paper:* {_esc(claim.statement)}", ""]
             verdict = self._verdict_of(claim.id)
             if verdict:
                 out += [f"*Verdict here:* **{_esc(verdict)}**", ""]
+        return out
+
+    def figure_rst(self, fig: str) -> str:
+        files = self.figures.get(fig, {})
+        out = self._heading(fig, lambda art: art.title or art.what)
         ratios = files.get("ratios")
         if ratios and Path(ratios).is_file():
             from guestio.analysis.figures import format_ratio
@@ -185,15 +190,7 @@ class ReportFacts:
 
     def table_rst(self, artifact: str) -> str:
         files = self.tables.get(artifact, {})
-        arts = claims_mod.load_artifacts(self.claims_file)
-        art = arts.get(artifact)
-        claim = self._claim_of(artifact)
-        out = [f"**{_esc(art.paper_id if art else artifact)}: {_esc(art.what if art else '')}**", ""]
-        if claim:
-            out += [f"*Paper:* {_esc(claim.statement)}", ""]
-            verdict = self._verdict_of(claim.id)
-            if verdict:
-                out += [f"*Verdict here:* **{_esc(verdict)}**", ""]
+        out = self._heading(artifact, lambda art: art.what)
         csv = files.get("csv")
         if csv and Path(csv).is_file():
             df = pd.read_csv(csv, dtype=str)

@@ -40,6 +40,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from guestio.util import lock_is_held
+
 __all__ = ["HostDiskError", "HostDisk", "FILE", "BACKING_PREFIX", "loop_disk", "host_disk",
            "guestio_loop_devices", "sweep_stale", "offered_schedulers"]
 
@@ -98,21 +100,6 @@ def _require_root() -> None:
 
 def _lock_file(backing: Path) -> Path:
     return backing.with_name(backing.name + ".lock")
-
-
-def _held(lock: Path) -> bool:
-    """Whether a live process holds the flock on *lock* (a missing lock is not held)."""
-    try:
-        fd = os.open(lock, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 def _backing_of(sysdev: Path) -> Path | None:
@@ -178,7 +165,7 @@ def sweep_stale(say: Callable[[str], None] = _say_nothing, directory: Path | Non
     removed = []
     for device, backing in guestio_loop_devices():
         path = Path(backing)
-        if _held(_lock_file(path)):
+        if lock_is_held(_lock_file(path)):
             continue
         say(f"host disk: detaching {device} left by a killed run (backing file {backing})")
         _detach(device)
@@ -190,7 +177,7 @@ def sweep_stale(say: Callable[[str], None] = _say_nothing, directory: Path | Non
                 removed.append(str(p))
     if directory is not None and Path(directory).is_dir():
         for path in sorted(Path(directory).glob(f"{BACKING_PREFIX}*.img")):
-            if not _held(_lock_file(path)):
+            if not lock_is_held(_lock_file(path)):
                 say(f"host disk: removing {path} left by a killed run")
                 for p in (path, _lock_file(path)):
                     with contextlib.suppress(FileNotFoundError):
