@@ -62,6 +62,19 @@ def snakemake(*args: str, cwd: Path = REPO, check: bool = True,
                           text=True, check=check)
 
 
+def build_or_fail(what: str, *targets: str, results: str = TEST_RESULTS_REL) -> None:
+    """Build pipeline targets (quick when up to date); fail the test naming *what* if that fails."""
+    done = snakemake(*targets, check=False, results=results)
+    if done.returncode != 0:
+        pytest.fail(f"building {what} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+
+
+def qemu_trace_event(op: str, addr: int, size: int, name: str, cpu: int = 0, value: int = 0) -> str:
+    """One memory_region_ops_{read,write} line of QEMU's trace, as the exit cross-check parses it."""
+    return (f"memory_region_ops_{op} cpu {cpu} mr 0x55d0c0ffee00 addr 0x{addr:x} "
+            f"value 0x{value:x} size {size} name '{name}'")
+
+
 def results_path(*parts: str) -> str:
     """A path under the tests' results directory, spelt relative to REPO (a Snakemake target)."""
     return "/".join([TEST_RESULTS_REL, *parts])
@@ -79,10 +92,7 @@ def job_counts(dry_run_output: str) -> dict[str, int]:
 @pytest.fixture(scope="session")
 def pipeline_artifacts() -> dict[str, Path]:
     """The baseline kernel and the image, built by the pipeline (quick when up to date)."""
-    targets = [BASELINE_KERNEL, IMAGE]
-    result = snakemake(*(str(t.relative_to(REPO)) for t in targets), check=False)
-    if result.returncode != 0:
-        pytest.fail(f"building the guest kernel and image failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    build_or_fail("the guest kernel and image", *(str(t.relative_to(REPO)) for t in (BASELINE_KERNEL, IMAGE)))
     return {"kernel": BASELINE_KERNEL, "initrd": IMAGE}
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TEST_RESULTS, results_path, snakemake
+from conftest import TEST_RESULTS, build_or_fail, qemu_trace_event, results_path
 from guestio.build import qemu
 from guestio.exits import tcg as tcgexits
 from guestio.exits.tcg import PluginRow, parse_sequence
@@ -39,9 +39,7 @@ COUNTERS = ("batches", "accesses", "refused", "refused-length", "refused-address
 # --------------------------------------------------------------------------------------------
 # fast: the cross-check and the doorbell's replays
 
-def _ev(op, addr, size, name, cpu=0, value=0):
-    return (f"memory_region_ops_{op} cpu {cpu} mr 0x55d0c0ffee00 addr 0x{addr:x} "
-            f"value 0x{value:x} size {size} name '{name}'")
+_ev = qemu_trace_event
 
 
 def test_replays_of_the_doorbell_are_not_guest_accesses(tmp_path):
@@ -91,9 +89,7 @@ def test_without_a_doorbell_every_port_event_is_the_guests(tmp_path):
 @pytest.fixture(scope="session")
 def coalesce_qemu() -> dict:
     """The coalesce QEMU variant, built by the pipeline's own rule."""
-    done = snakemake(results_path("qemu", "coalesce", "build.json"), check=False)
-    if done.returncode != 0:
-        pytest.fail(f"building QEMU coalesce failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    build_or_fail("QEMU coalesce", results_path("qemu", "coalesce", "build.json"))
     return qemu.load_build(TEST_RESULTS / "qemu" / "coalesce" / "build.json")
 
 
@@ -207,18 +203,13 @@ PATTERN_BYTES = 8 << 20
 
 @pytest.fixture(scope="session")
 def coalesce_kernel() -> Path:
-    target = results_path("kernels", "coalesce", "bzImage")
-    done = snakemake(target, check=False)
-    if done.returncode != 0:
-        pytest.fail(f"building the coalesce kernel failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    build_or_fail("the coalesce kernel", results_path("kernels", "coalesce", "bzImage"))
     return TEST_RESULTS / "kernels" / "coalesce" / "bzImage"
 
 
 @pytest.fixture(scope="session")
 def stock_qemu() -> dict:
-    done = snakemake(results_path("qemu", "stock", "build.json"), check=False)
-    if done.returncode != 0:
-        pytest.fail(f"building QEMU stock failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    build_or_fail("QEMU stock", results_path("qemu", "stock", "build.json"))
     return qemu.load_build(TEST_RESULTS / "qemu" / "stock" / "build.json")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, TEST_RESULTS, TEST_RESULTS_REL, snakemake
+from conftest import REPO, TEST_RESULTS, TEST_RESULTS_REL, build_or_fail
 
 pytestmark = [pytest.mark.boot, pytest.mark.build]
 
@@ -30,9 +30,7 @@ DRIVERS = {"e1000": "e1000_", "8139too": "rtl8139_"}
 @pytest.fixture(scope="module")
 def kernels() -> dict[str, Path]:
     targets = [f"{TEST_RESULTS_REL}/kernels/{v}/build.json" for v in ("net", "nonapi")]
-    r = snakemake(*targets, check=False)
-    if r.returncode != 0:
-        pytest.fail(f"building the net and nonapi kernels failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    build_or_fail("the net and nonapi kernels", *targets)
     return {v: TEST_RESULTS / "kernels" / v / "vmlinux" for v in ("net", "nonapi")}
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, TEST_RESULTS, TEST_RESULTS_REL, snakemake
+from conftest import REPO, TEST_RESULTS, TEST_RESULTS_REL, build_or_fail, snakemake
 from guestio.net import testbed
 from guestio.net.testbed import Testbed, TestbedError
 
@@ -149,9 +149,7 @@ NET_KERNEL = TEST_RESULTS / "kernels" / "net" / "bzImage"
 def net_artifacts():
     targets = [f"{TEST_RESULTS_REL}/kernels/net/build.json", f"{TEST_RESULTS_REL}/image/initramfs.cpio",
                f"{TEST_RESULTS_REL}/host/accelerator.json", f"{TEST_RESULTS_REL}/qemu/stock/build.json"]
-    r = snakemake(*targets, check=False)
-    if r.returncode != 0:
-        pytest.fail(f"building the net kernel, image and QEMU failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    build_or_fail("the net kernel, image and QEMU", *targets)
     return TEST_RESULTS
 
 

@@ -25,6 +25,8 @@ import pytest
 from guestio.exits import tcg as tcgexits
 from guestio.exits.tcg import PluginRow, parse_sequence, read_plugin_csv, to_exits
 
+from conftest import qemu_trace_event
+
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "build" / "plugin"
 
@@ -235,9 +237,7 @@ def test_plugin_refuses_bad_arguments(plugin_so, tmp_path):
 # --------------------------------------------------------------------------------------------
 # sequence log attribution (synthetic)
 
-def _ev(op, addr, size, name, cpu=0, value=0):
-    return (f"memory_region_ops_{op} cpu {cpu} mr 0x55d0c0ffee00 addr 0x{addr:x} "
-            f"value 0x{value:x} size {size} name '{name}'")
+_ev = qemu_trace_event
 
 
 def test_parse_sequence_attributes_events(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TEST_RESULTS, results_path, snakemake
+from conftest import TEST_RESULTS, build_or_fail, results_path
 from guestio.build import qemu
 from guestio.vm.machine import VMSpec, run_vm
 from guestio.workloads import cpuload, tick
@@ -25,10 +25,7 @@ pytestmark = [pytest.mark.boot, pytest.mark.build]
 @pytest.fixture(scope="session")
 def pit_qemu() -> dict:
     """The pit-scale QEMU variant, built by the pipeline's own rule."""
-    target = results_path("qemu", "pit-scale", "build.json")
-    done = snakemake(target, check=False)
-    if done.returncode != 0:
-        pytest.fail(f"building QEMU pit-scale failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    build_or_fail("QEMU pit-scale", results_path("qemu", "pit-scale", "build.json"))
     return qemu.load_build(TEST_RESULTS / "qemu" / "pit-scale" / "build.json")
 
 
