@@ -57,6 +57,25 @@ def test_figure_caption_has_claim_ratio_accelerator_and_variants(tmp_path):
     assert repr(facts) == "ReportFacts()"   # params are a rerun trigger: the repr never changes
 
 
+def test_network_figure_caption_reads_the_network_summary(tmp_path):
+    """Fig 3/4/7's summaries (guestio.net.figures) name the ratio "label", not "ratio_label":
+    the report of a complete default run failed on them (AttributeError in the caption)."""
+    from guestio.net.figures import SUMMARY_COLUMNS
+
+    ratios = tmp_path / "fig3-ratios.csv"
+    row = {"figure": "fig3", "claim": "fig3", "quantity": "virtualisation_share",
+           "label": "HostB->GuestB / HostA->GuestB ping round-trip time", "metric": "ping_rtt",
+           "numerator": "peer=hostb-guestb", "denominator": "peer=hosta-guestb", "ratio": 0.950, "ci_low": 0.889,
+           "ci_high": 1.014, "welch_p": 0.14, "n_numerator": 600, "n_denominator": 600, "accelerator": "tcg",
+           "paper": "about 0.33", "verdict": "differs"}
+    pd.DataFrame([row], columns=SUMMARY_COLUMNS).to_csv(ratios, index=False)
+    facts = ReportFacts()
+    facts.figures["fig3"] = {"ratios": str(ratios)}
+    text = facts.caption("figure-fig3")
+    assert ("- HostB->GuestB / HostA->GuestB ping round-trip time (peer=hostb-guestb / peer=hosta-guestb): "
+            "0.950 [0.889, 1.014], paper: about 0.33; accelerator tcg, n = 600 / 600") in text, text
+
+
 def test_provenance_line_names_every_qemu_of_a_table():
     line = provenance_line({"accelerator": {"accelerator": "kvm"},
                             "qemus": {"stock": {"version": "7.2.22"},

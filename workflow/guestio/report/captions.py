@@ -176,7 +176,8 @@ class ReportFacts:
         ratios = files.get("ratios")
         if ratios and Path(ratios).is_file():
             from guestio.analysis.figures import format_ratio
-            df = pd.read_csv(ratios)
+            # The network figures' summaries (guestio.net.figures.SUMMARY_COLUMNS) call it "label".
+            df = pd.read_csv(ratios).rename(columns={"label": "ratio_label"})
             for r in df.itertuples(index=False):
                 paper = r.paper if isinstance(r.paper, str) else "not stated"
                 out.append(f"- {_esc(r.ratio_label)} ({_esc(r.numerator)} / {_esc(r.denominator)}): "
