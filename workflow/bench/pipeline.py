@@ -45,7 +45,7 @@ STORE = REPO / "workflow" / "bench" / "pipeline.json"
 TABLE = REPO / "workflow" / "bench" / "pipeline.md"
 PARTS = ("kernels", "qemu", "image", "boot", "plugin", "mainjob")
 SNAKEMAKE = REPO / ".venv" / "bin" / "snakemake"
-# Where the main-job part leaves each profile's log, claims table and report (its clone is deleted).
+# Where the main-job part leaves each profile's log and results dir (its clone is deleted).
 KEPT = REPO / "build" / "bench-mainjob"
 CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
@@ -228,11 +228,19 @@ def part_mainjob(work: Path, args) -> tuple[list[list[str]], str]:
         base = [str(SNAKEMAKE), "--cores", "all", "--configfile", *configs, str(cold)]
         load = _load()
         print(f"main job, {profile} profile, cold ({load})...", flush=True)
-        main_s, main_cpu = _timed(base, clone, env, log)
+        try:
+            main_s, main_cpu = _timed(base, clone, env, log)
+            report_s, _ = _timed([*base[:1], "--report", str(results / "report.html"), *base[1:]], clone, env, log)
+            bundle_s, _ = _timed([*base, "bundle"], clone, env, log)
+        finally:  # the clone is deleted with the part: keep what says how it went (results as hard links)
+            kept = KEPT / profile
+            shutil.rmtree(kept, ignore_errors=True)
+            kept.mkdir(parents=True)
+            shutil.copy(log, kept / "snakemake.log")
+            if results.is_dir():
+                subprocess.run(["cp", "-al", str(results), str(kept / "results")], check=False)
         steps = re.findall(r"(\d+) of (\d+) steps \(100%\) done", log.read_text())
         jobs = steps[-1][1] if steps else "?"
-        report_s, _ = _timed([*base[:1], "--report", str(results / "report.html"), *base[1:]], clone, env, log)
-        bundle_s, _ = _timed([*base, "bundle"], clone, env, log)
         accel = json.loads((results / "host" / "accelerator.json").read_text())["accelerator"]
         accels.add(accel)
         gib = lambda n: f"{n / (1 << 30):.1f} GiB"
@@ -242,13 +250,6 @@ def part_mainjob(work: Path, args) -> tuple[list[list[str]], str]:
                  [f"`--report` after it, {profile} profile", f"{report_s:.0f} s", ""],
                  [f"`bundle` after it, {profile} profile", f"{bundle_s:.0f} s",
                   f"archive {(results / 'bundle' / 'guestio-bundle.tar.gz').stat().st_size / (1 << 20):.0f} MiB"]]
-        kept = KEPT / profile
-        shutil.rmtree(kept, ignore_errors=True)
-        kept.mkdir(parents=True)
-        shutil.copy(log, kept / "snakemake.log")
-        for name in ("claims.md", "claims.csv", "report.html"):
-            if (results / name).exists():
-                shutil.copy(results / name, kept / name)
     return rows, ",".join(sorted(accels))
 
 
