@@ -241,3 +241,20 @@ def test_one_exit_count_on_each_side_is_taken_as_exact(results):
     site2 = next(q for q in row.quantities if q.quantity == "site2_exits")
     assert site2.value == pytest.approx(2343 / 15864) and site2.low == site2.high == site2.value
     assert site2.outcome == "agrees" and "one count each side" in site2.measured
+
+
+def test_a_narrowed_claims_table_reads_the_tables_its_table_artifacts_are_made_from(tmp_path):
+    """report.artifacts [table4]: Table 4's throughput and CPU quantities are in table coalesce,
+    which its rule reads; the claims table must take that table in (it once took only figures')."""
+    import re
+    import uuid
+    from conftest import snakemake
+
+    rel = f"build/test-claims/{uuid.uuid4().hex[:8]}"
+    # One --config: a second one would replace the first.
+    plan = snakemake("claims", "-n", "--config", f"results_dir={rel}", "report={artifacts: [table4]}", results=None)
+    block = re.search(r"rule claims_table:\n\s+input: ([^\n]+)", plan.stdout)
+    assert block, plan.stdout[-3000:]
+    inputs = block.group(1).split(", ")
+    assert f"{rel}/tables/coalesce.csv" in inputs and f"{rel}/tables/table4.csv" in inputs, inputs
+    assert f"{rel}/tables/disk.csv" not in inputs, inputs   # Fig 1's table: not selected

@@ -118,10 +118,20 @@ def claims_evidence(all_tables=False):
     return ev
 
 def report_tables():
-    """The measurement tables taken in: all, or those of the selected figures (report.artifacts)."""
+    """The measurement tables taken in: all, or those the selected artifacts (report.artifacts)
+    are made from: a figure's own table, or the tables a table artifact's rule reads (Table 4:
+    coalesce)."""
     if REPORT_ARTIFACTS is None:
         return list(TABLES)
-    return [name for name in TABLES if any(FIGURES.get(a) == name for a in REPORT_ARTIFACTS)]
+    arts = guestio.analysis.claims.load_artifacts()
+    wanted = set()
+    for aid in REPORT_ARTIFACTS:
+        if aid in FIGURES:
+            wanted.add(FIGURES[aid])
+        elif aid in arts and arts[aid].built_by and workflow.is_rule(arts[aid].built_by):
+            inputs = {str(f) for f in workflow.get_rule(arts[aid].built_by).input if isinstance(f, str)}
+            wanted |= {name for name in TABLES if table_files(name)["csv"] in inputs}
+    return [name for name in TABLES if name in wanted]
 
 def artifact_files(wildcards=None):
     """Every file of every built artifact, and the measurement tables with their provenance."""
