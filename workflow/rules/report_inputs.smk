@@ -119,8 +119,8 @@ def claims_evidence(all_tables=False):
 
 def report_tables():
     """The measurement tables taken in: all, or those the selected artifacts (report.artifacts)
-    are made from: a figure's own table, or the tables a table artifact's rule reads (Table 4:
-    coalesce)."""
+    are made from, i.e. a figure's own table or the tables that a table artifact's builder
+    reads (coalesce, for Table 4)."""
     if REPORT_ARTIFACTS is None:
         return list(TABLES)
     arts = guestio.analysis.claims.load_artifacts()
