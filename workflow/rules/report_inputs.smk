@@ -123,13 +123,12 @@ def report_tables():
     reads (coalesce, for Table 4)."""
     if REPORT_ARTIFACTS is None:
         return list(TABLES)
-    arts = guestio.analysis.claims.load_artifacts()
     wanted = set()
-    for aid in REPORT_ARTIFACTS:
-        if aid in FIGURES:
-            wanted.add(FIGURES[aid])
-        elif aid in arts and arts[aid].built_by and workflow.is_rule(arts[aid].built_by):
-            inputs = {str(f) for f in workflow.get_rule(arts[aid].built_by).input if isinstance(f, str)}
+    for built in built_artifacts().values():   # already narrowed to report.artifacts
+        if built["kind"] == "figure":
+            wanted.add(built.get("table"))
+        else:
+            inputs = {str(f) for f in workflow.get_rule(built["rule"]).input if isinstance(f, str)}
             wanted |= {name for name in TABLES if table_files(name)["csv"] in inputs}
     return [name for name in TABLES if name in wanted]
 
