@@ -130,7 +130,7 @@ def _table() -> pd.DataFrame:
                          "repetition": rep % 3, "metric": metric, "value": float(v), "unit": unit})
 
     ping = netbench.parse_ping((DATA / "ping-hosta-guestb.txt").read_text(), warmup=3)["rtt_ms"]
-    for variant, scale in (("net", 1.0), ("nonapi", 0.6)):
+    for variant, scale in (("baseline", 1.0), ("nonapi", 0.6)):
         for nic in ("rtl8139", "e1000", "virtio-net"):
             if variant == "nonapi" and nic != "e1000":
                 continue
@@ -149,7 +149,7 @@ def _table() -> pd.DataFrame:
 
 PROVENANCE = {"accelerator": {"accelerator": "tcg", "reason": "no KVM"},
               "qemu": {"version": "QEMU emulator version 7.2.22"},
-              "kernels": {"net": {"source": {"kernelversion": "6.1.0"}}},
+              "kernels": {"baseline": {"source": {"kernelversion": "6.1.0"}}},
               "host": {"cpu_model": "test CPU", "kernel": "6.1"}}
 
 

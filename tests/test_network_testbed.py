@@ -142,12 +142,12 @@ def test_a_live_testbed_is_not_swept(machine_state):
 
 # -- through the pipeline ------------------------------------------------------------------------
 
-NET_KERNEL = TEST_RESULTS / "kernels" / "net" / "bzImage"
+NET_KERNEL = TEST_RESULTS / "kernels" / "baseline" / "bzImage"
 
 
 @pytest.fixture(scope="module")
 def net_artifacts():
-    targets = [f"{TEST_RESULTS_REL}/kernels/net/build.json", f"{TEST_RESULTS_REL}/image/initramfs.cpio",
+    targets = [f"{TEST_RESULTS_REL}/kernels/baseline/build.json", f"{TEST_RESULTS_REL}/image/initramfs.cpio",
                f"{TEST_RESULTS_REL}/host/accelerator.json", f"{TEST_RESULTS_REL}/qemu/stock/build.json"]
     build_or_fail("the net kernel, image and QEMU", *targets)
     return TEST_RESULTS
