@@ -211,50 +211,66 @@ def _timed(cmd: list[str], cwd: Path, env: dict, log: Path) -> tuple[float, floa
     return time.monotonic() - started, cpu
 
 
+def _time_by_rule(clone: Path, top: int = 8) -> str:
+    """Where the main job's time went: job wall time summed per rule, from Snakemake's own
+    records (one per output file; a job's outputs share its start time)."""
+    jobs = {}
+    for record in (clone / ".snakemake" / "metadata").glob("*"):
+        meta = json.loads(record.read_text())
+        if meta.get("starttime") and meta.get("endtime"):
+            jobs[(meta["rule"], meta["starttime"])] = meta["endtime"] - meta["starttime"]
+    per_rule: dict[str, list[float]] = {}
+    for (rule, _), secs in jobs.items():
+        per_rule.setdefault(rule, []).append(secs)
+    ranked = sorted(per_rule.items(), key=lambda kv: -sum(kv[1]))[:top]
+    return "; ".join(f"{rule} {sum(t) / 60:.1f} min ({len(t)})" for rule, t in ranked)
+
+
 def part_mainjob(work: Path, args) -> tuple[list[list[str]], str]:
-    """The main job from nothing, per profile: a clean clone of HEAD with its own build/ and
-    results/ and an empty private ccache (set-up already done), then the report and the bundle."""
-    rows, accels = [], set()
+    """The main job from nothing, for one profile (args.profile): a clean clone of HEAD with its
+    own build/ and results/ and an empty private ccache (set-up already done), then the report
+    and the bundle."""
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
                             text=True, check=True).stdout.strip()
-    for profile in args.profiles.split(","):
-        clone = work / profile
-        subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
-        cold = clone / "bench-cold.yaml"
-        ccache = str(work / f"ccache-{profile}")
-        cold.write_text(yaml.safe_dump({"kernel": {"ccache_dir": ccache}, "qemu": {"ccache_dir": ccache}}))
-        configs = [] if profile == "default" else [f"config/{profile}.yaml"]
-        profile_config = yaml.safe_load((clone / configs[0]).read_text()) if configs else {}
-        results = clone / profile_config.get("results_dir", CONFIG["results_dir"])
-        # The clone's own package, not the one .venv's guestio.pth points at.
-        env = dict(os.environ, PYTHONPATH=str(clone / "workflow"))
-        log = work / f"{profile}.log"
-        base = [str(SNAKEMAKE), "--cores", "all", "--configfile", *configs, str(cold)]
-        load = _load()
-        print(f"main job, {profile} profile, cold ({load})...", flush=True)
-        try:
-            main_s, main_cpu = _timed(base, clone, env, log)
-            report_s, _ = _timed([*base[:1], "--report", str(results / "report.html"), *base[1:]], clone, env, log)
-            bundle_s, _ = _timed([*base, "bundle"], clone, env, log)
-        finally:  # the clone is deleted with the part: keep what says how it went (results as hard links)
-            kept = KEPT / profile
-            shutil.rmtree(kept, ignore_errors=True)
-            kept.mkdir(parents=True)
-            shutil.copy(log, kept / "snakemake.log")
-            if results.is_dir():
-                subprocess.run(["cp", "-al", str(results), str(kept / "results")], check=False)
-        steps = re.findall(r"(\d+) of (\d+) steps \(100%\) done", log.read_text())
-        jobs = steps[-1][1] if steps else "?"
-        accel = json.loads((results / "host" / "accelerator.json").read_text())["accelerator"]
-        accels.add(accel)
-        gib = lambda n: f"{n / (1 << 30):.1f} GiB"
-        rows += [[f"main job `snakemake --cores all`, {profile} profile, cold (clone of {commit}, empty ccache, "
-                  f"set-up done), {accel}", f"{main_s / 60:.1f} min (CPU {main_cpu / 60:.0f} min)",
-                  f"{jobs} jobs; {load} at start; results {gib(_du(results))}, build {gib(_du(clone / 'build'))}"],
-                 [f"`--report` after it, {profile} profile", f"{report_s:.0f} s", ""],
-                 [f"`bundle` after it, {profile} profile", f"{bundle_s:.0f} s",
-                  f"archive {(results / 'bundle' / 'guestio-bundle.tar.gz').stat().st_size / (1 << 20):.0f} MiB"]]
-    return rows, ",".join(sorted(accels))
+    profile = args.profile
+    clone = work / profile
+    subprocess.run(["git", "clone", "--quiet", str(REPO), str(clone)], check=True)
+    cold = clone / "bench-cold.yaml"
+    ccache = str(work / f"ccache-{profile}")
+    cold.write_text(yaml.safe_dump({"kernel": {"ccache_dir": ccache}, "qemu": {"ccache_dir": ccache}}))
+    configs = [] if profile == "default" else [f"config/{profile}.yaml"]
+    profile_config = yaml.safe_load((clone / configs[0]).read_text()) if configs else {}
+    results = clone / profile_config.get("results_dir", CONFIG["results_dir"])
+    # The clone's own package, not the one .venv's guestio.pth points at.
+    env = dict(os.environ, PYTHONPATH=str(clone / "workflow"))
+    log = work / f"{profile}.log"
+    base = [str(SNAKEMAKE), "--cores", "all", "--configfile", *configs, str(cold)]
+    load = _load()
+    print(f"main job, {profile} profile, cold ({load})...", flush=True)
+    try:
+        main_s, main_cpu = _timed(base, clone, env, log)
+        report_s, _ = _timed([*base[:1], "--report", str(results / "report.html"), *base[1:]], clone, env, log)
+        bundle_s, _ = _timed([*base, "bundle"], clone, env, log)
+    finally:  # the clone is deleted with the part: keep what says how it went (results as hard links)
+        kept = KEPT / profile
+        shutil.rmtree(kept, ignore_errors=True)
+        kept.mkdir(parents=True)
+        shutil.copy(log, kept / "snakemake.log")
+        if results.is_dir():
+            subprocess.run(["cp", "-al", str(results), str(kept / "results")], check=False)
+    by_rule = _time_by_rule(clone)
+    steps = re.findall(r"(\d+) of (\d+) steps \(100%\) done", log.read_text())
+    jobs = steps[-1][1] if steps else "?"
+    accel = json.loads((results / "host" / "accelerator.json").read_text())["accelerator"]
+    gib = lambda n: f"{n / (1 << 30):.1f} GiB"
+    rows = [[f"main job `snakemake --cores all`, {profile} profile, cold (clone of {commit}, empty ccache, "
+              f"set-up done), {accel}", f"{main_s / 60:.1f} min (CPU {main_cpu / 60:.0f} min)",
+              f"{jobs} jobs; {load} at start; results {gib(_du(results))}, build {gib(_du(clone / 'build'))}"],
+             [f"time by rule (jobs), {profile} profile", "", by_rule],
+             [f"`--report` after it, {profile} profile", f"{report_s:.0f} s", ""],
+             [f"`bundle` after it, {profile} profile", f"{bundle_s:.0f} s",
+              f"archive {(results / 'bundle' / 'guestio-bundle.tar.gz').stat().st_size / (1 << 20):.0f} MiB"]]
+    return rows, accel
 
 
 def render(store: dict) -> str:
@@ -268,11 +284,13 @@ def render(store: dict) -> str:
         "| what | time | ratio / note |",
         "|---|---|---|",
     ]
-    for part in PARTS:
-        if part in store["parts"]:
-            lines += [f"| {a} | {b} | {c} |" for a, b, c in store["parts"][part]["rows"]]
+    # One stored part per main-job profile ("mainjob default"), so that profiles measured on
+    # different days keep their rows.
+    stored = [key for part in PARTS for key in sorted(store["parts"]) if key.split(" ")[0] == part]
+    for key in stored:
+        lines += [f"| {a} | {b} | {c} |" for a, b, c in store["parts"][key]["rows"]]
     lines += ["", "| part | measured on | accelerator |", "|---|---|---|"]
-    lines += [f"| {p} | {store['parts'][p]['date']} | {store['parts'][p]['accelerator']} |" for p in PARTS if p in store["parts"]]
+    lines += [f"| {p} | {store['parts'][p]['date']} | {store['parts'][p]['accelerator']} |" for p in stored]
     return "\n".join(lines) + "\n"
 
 
@@ -293,10 +311,15 @@ def main() -> None:
     runners = {"kernels": part_kernels, "qemu": part_qemu, "image": part_image, "boot": part_boot, "plugin": part_plugin,
                "mainjob": part_mainjob}
     (REPO / "build").mkdir(exist_ok=True)
-    for part in parts:
+    runs = [(part, None) for part in parts if part != "mainjob"]
+    if "mainjob" in parts:
+        runs += [("mainjob", profile) for profile in args.profiles.split(",")]
+    for part, profile in runs:
+        args.profile = profile
         with tempfile.TemporaryDirectory(prefix=f"guestio-bench-{part}-", dir=REPO / "build") as tmp:
             rows, accel = runners[part](Path(tmp), args)
-        store["parts"][part] = {"rows": rows, "date": time.strftime("%Y-%m-%d"), "accelerator": accel}
+        key = f"{part} {profile}" if profile else part
+        store["parts"][key] = {"rows": rows, "date": time.strftime("%Y-%m-%d"), "accelerator": accel}
         STORE.write_text(json.dumps(store, indent=2, sort_keys=True) + "\n")
         TABLE.write_text(render(store))
     print(TABLE.read_text())
