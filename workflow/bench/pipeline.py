@@ -247,10 +247,18 @@ def part_mainjob(work: Path, args) -> tuple[list[list[str]], str]:
     base = [str(SNAKEMAKE), "--cores", "all", "--configfile", *configs, str(cold)]
     load = _load()
     print(f"main job, {profile} profile, cold ({load})...", flush=True)
+    def step(cmd: list[str]) -> str:
+        """A step after the main job: its time, or that it failed (the main job's row stands)."""
+        try:
+            return f"{_timed(cmd, clone, env, log)[0]:.0f} s"
+        except subprocess.CalledProcessError as err:
+            return f"failed (exit {err.returncode}; kept log)"
+
     try:
         main_s, main_cpu = _timed(base, clone, env, log)
-        report_s, _ = _timed([*base[:1], "--report", str(results / "report.html"), *base[1:]], clone, env, log)
-        bundle_s, _ = _timed([*base, "bundle"], clone, env, log)
+        report = step([*base[:1], "--report", str(results / "report.html"), *base[1:]])
+        # The target before --configfile, which takes every word after it as a config file.
+        bundle = step([*base[:1], "bundle", *base[1:]])
     finally:  # the clone is deleted with the part: keep what says how it went (results as hard links)
         kept = KEPT / profile
         shutil.rmtree(kept, ignore_errors=True)
@@ -263,13 +271,13 @@ def part_mainjob(work: Path, args) -> tuple[list[list[str]], str]:
     jobs = steps[-1][1] if steps else "?"
     accel = json.loads((results / "host" / "accelerator.json").read_text())["accelerator"]
     gib = lambda n: f"{n / (1 << 30):.1f} GiB"
+    archive = results / "bundle" / "guestio-bundle.tar.gz"
     rows = [[f"main job `snakemake --cores all`, {profile} profile, cold (clone of {commit}, empty ccache, "
               f"set-up done), {accel}", f"{main_s / 60:.1f} min (CPU {main_cpu / 60:.0f} min)",
               f"{jobs} jobs; {load} at start; results {gib(_du(results))}, build {gib(_du(clone / 'build'))}"],
              [f"time by rule (jobs), {profile} profile", "", by_rule],
-             [f"`--report` after it, {profile} profile", f"{report_s:.0f} s", ""],
-             [f"`bundle` after it, {profile} profile", f"{bundle_s:.0f} s",
-              f"archive {(results / 'bundle' / 'guestio-bundle.tar.gz').stat().st_size / (1 << 20):.0f} MiB"]]
+             [f"`--report` after it, {profile} profile", report, ""],
+             [f"`bundle` after it, {profile} profile", bundle, f"archive {_du(archive) / (1 << 20):.0f} MiB" if archive.is_file() else ""]]
     return rows, accel
 
 
