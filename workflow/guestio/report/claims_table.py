@@ -372,10 +372,12 @@ def _share(q: claims_mod.Quantity, path: str) -> QuantityRow | None:
 def judge_quantity(claim: claims_mod.Claim, q: claims_mod.Quantity, ev: Evidence, tables: _Tables,
                    rules: dict) -> QuantityRow:
     blank = QuantityRow(claim.id, claim.paper_id, q.id, q.label, q.paper.text)
-    if q.verdict_rule.kind == "not_tested":
+    untested = q.verdict_rule.kind == "not_tested"
+    if untested:
         blank.outcome, blank.measured = "not_tested", "not tested: " + q.verdict_rule["reason"]
         blank.verdict = rules["outcomes"]["not_tested"]
-        return blank
+        if not q.is_ratio:
+            return blank
     unbuilt = [a for a in claim.artifact_ids if a not in ev.built]
     row: QuantityRow | None = None
     if len(unbuilt) == len(claim.artifact_ids):
@@ -405,6 +407,8 @@ def judge_quantity(claim: claims_mod.Claim, q: claims_mod.Quantity, ev: Evidence
                 if a in ev.exit_tables and row is None:
                     # its own columns, selected as the claim names them (no default condition)
                     row = _ratio_from_tables(q, _Tables([ev.exit_tables[a]], long_form=False), ev, defaults={})
+    if row is None and untested:
+        return blank
     if row is None:
         if not blank.note:
             blank.note = "no measured rows for it in the artifact's files"
@@ -412,6 +416,8 @@ def judge_quantity(claim: claims_mod.Claim, q: claims_mod.Quantity, ev: Evidence
         blank.verdict = rules["outcomes"]["no_data"]
         return blank
     row.claim, row.paper_id = claim.id, claim.paper_id
+    if untested:  # measured and shown, but it does not vote
+        row.measured += " (not tested: " + q.verdict_rule["reason"] + ")"
     if q.measure not in ("sites",):
         row.outcome = judge(q.verdict_rule, row.value, row.low, row.high)
     row.verdict = rules["outcomes"][row.outcome]
