@@ -10,8 +10,8 @@ machine with whatever else runs: the load average at the start is given.
 
     .venv/bin/python workflow/bench/pipeline.py [--parts kernels,qemu,image,boot,plugin,mainjob] [--boots 5]
 
-mainjob is the main job from nothing in a clean clone of HEAD (the default profile took about two
-hours here on 2026-12-01).
+mainjob is the main job from nothing in a clean clone of HEAD (the default profile: 83 min here on
+2026-12-01, 113 before the cuts of that day).
 """
 
 from __future__ import annotations
@@ -211,19 +211,39 @@ def _timed(cmd: list[str], cwd: Path, env: dict, log: Path) -> tuple[float, floa
     return time.monotonic() - started, cpu
 
 
-def _time_by_rule(clone: Path, top: int = 8) -> str:
-    """Where the main job's time went: job wall time summed per rule, from Snakemake's own
-    records (one per output file; a job's outputs share its start time)."""
-    jobs = {}
-    for record in (clone / ".snakemake" / "metadata").glob("*"):
-        meta = json.loads(record.read_text())
-        if meta.get("starttime") and meta.get("endtime"):
-            jobs[(meta["rule"], meta["starttime"])] = meta["endtime"] - meta["starttime"]
-    per_rule: dict[str, list[float]] = {}
-    for (rule, _), secs in jobs.items():
-        per_rule.setdefault(rule, []).append(secs)
+_STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
+
+
+def _main_job_log(log: str) -> list[str]:
+    """The lines of the main job's own Snakemake run: the kept log's first command."""
+    commands = [i for i, line in enumerate(log.splitlines()) if line.startswith("$ ")]
+    lines = log.splitlines()
+    return lines[commands[0]:commands[1]] if len(commands) > 1 else lines
+
+
+def _time_by_rule(lines: list[str], top: int = 8) -> str:
+    """Where the main job's time went: each job's wall time (from the timestamps Snakemake
+    prints before it starts and when it finishes), summed per rule."""
+    stamp, rule, started, per_rule = None, None, {}, {}
+    for line in lines:
+        if m := _STAMP.match(line):
+            stamp = time.mktime(time.strptime(m.group(1), "%a %b %d %H:%M:%S %Y"))
+        elif m := re.match(r"^(?:local)?rule (\S+):$", line):
+            rule = m.group(1)
+        elif (m := re.match(r"^    jobid: (\d+)$", line)) and rule:
+            started[m.group(1)] = (rule, stamp)
+            rule = None
+        elif (m := re.match(r"^Finished jobid: (\d+) ", line)) and m.group(1) in started:
+            name, began = started.pop(m.group(1))
+            per_rule.setdefault(name, []).append(stamp - began)
     ranked = sorted(per_rule.items(), key=lambda kv: -sum(kv[1]))[:top]
-    return "; ".join(f"{rule} {sum(t) / 60:.1f} min ({len(t)})" for rule, t in ranked)
+    return "; ".join(f"{name} {sum(t) / 60:.1f} min ({len(t)})" for name, t in ranked)
+
+
+def _elapsed_s(lines: list[str]) -> float | None:
+    m = next((re.match(r"^Elapsed time: (\d+):(\d\d):(\d\d(?:\.\d+)?)$", l) for l in lines
+              if l.startswith("Elapsed time: ")), None)
+    return int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3)) if m else None
 
 
 def part_mainjob(work: Path, args) -> tuple[list[list[str]], str]:
@@ -266,19 +286,42 @@ def part_mainjob(work: Path, args) -> tuple[list[list[str]], str]:
         shutil.copy(log, kept / "snakemake.log")
         if results.is_dir():
             subprocess.run(["cp", "-al", str(results), str(kept / "results")], check=False)
-    by_rule = _time_by_rule(clone)
-    steps = re.findall(r"(\d+) of (\d+) steps \(100%\) done", log.read_text())
+    return _mainjob_rows(profile, commit, log.read_text(), results, f"{main_s / 60:.1f} min (CPU {main_cpu / 60:.0f} min)",
+                         f"{load} at start; build {_gib(_du(clone / 'build'))}", report, bundle)
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.1f} GiB"
+
+
+def _mainjob_rows(profile: str, commit: str, log: str, results: Path, took: str, note: str, report: str,
+                  bundle: str) -> tuple[list[list[str]], str]:
+    steps = re.findall(r"(\d+) of (\d+) steps \(100%\) done", log)
     jobs = steps[-1][1] if steps else "?"
     accel = json.loads((results / "host" / "accelerator.json").read_text())["accelerator"]
-    gib = lambda n: f"{n / (1 << 30):.1f} GiB"
     archive = results / "bundle" / "guestio-bundle.tar.gz"
-    rows = [[f"main job `snakemake --cores all`, {profile} profile, cold (clone of {commit}, empty ccache, "
-              f"set-up done), {accel}", f"{main_s / 60:.1f} min (CPU {main_cpu / 60:.0f} min)",
-              f"{jobs} jobs; {load} at start; results {gib(_du(results))}, build {gib(_du(clone / 'build'))}"],
-             [f"time by rule (jobs), {profile} profile", "", by_rule],
-             [f"`--report` after it, {profile} profile", report, ""],
-             [f"`bundle` after it, {profile} profile", bundle, f"archive {_du(archive) / (1 << 20):.0f} MiB" if archive.is_file() else ""]]
-    return rows, accel
+    return [[f"main job `snakemake --cores all`, {profile} profile, cold (clone of {commit}, empty ccache, "
+             f"set-up done), {accel}", took, f"{jobs} jobs; {note}; results {_gib(_du(results))}"],
+            [f"time by rule (jobs), {profile} profile", "", _time_by_rule(_main_job_log(log))],
+            [f"`--report` after it, {profile} profile", report, ""],
+            [f"`bundle` after it, {profile} profile", bundle,
+             f"archive {_du(archive) / (1 << 20):.0f} MiB" if archive.is_file() else ""]], accel
+
+
+def part_mainjob_kept(work: Path, args) -> tuple[list[list[str]], str]:
+    """A profile's rows again from what its run kept (build/bench-mainjob/<profile>): its log and
+    results, when the run ended before its rows were written.  What only the live run saw (CPU
+    time, the build tree, the report's time) is said to be missing."""
+    kept = KEPT / args.profile
+    log, results = (kept / "snakemake.log").read_text(), kept / "results"
+    commit = json.loads((results / "tables" / "disk.provenance.json").read_text())["guestio"]["commit"][:7]
+    elapsed = _elapsed_s(_main_job_log(log))
+    if elapsed is None:
+        raise SystemExit(f"{kept / 'snakemake.log'}: the main job did not finish (no 'Elapsed time')")
+    return _mainjob_rows(args.profile, commit, log, results, f"{elapsed / 60:.1f} min (Snakemake's elapsed time)",
+                         "from the kept log, CPU and build tree not recorded",
+                         "ran (" + ("report.html written" if (results / "report.html").is_file() else "no report.html")
+                         + "), not timed", "not run (the bench's command was wrong, fixed since)")
 
 
 def render(store: dict) -> str:
@@ -309,6 +352,9 @@ def main() -> None:
     parser.add_argument("--qemu-repeats", type=int, default=2, help="cold + cached QEMU builds, each this many times")
     parser.add_argument("--profiles", default="default,quick",
                         help="main-job part: comma-separated; default is config/config.yaml alone, NAME adds config/NAME.yaml")
+    parser.add_argument("--from-kept", action="store_true",
+                        help="main-job part: the rows again from build/bench-mainjob/<profile> (log and results "
+                             "kept by a run that failed after the main job), without running anything")
     args = parser.parse_args()
     parts = [p for p in args.parts.split(",") if p]
     unknown = set(parts) - set(PARTS)
@@ -324,9 +370,12 @@ def main() -> None:
         runs += [("mainjob", profile) for profile in args.profiles.split(",")]
     for part, profile in runs:
         args.profile = profile
+        runner = part_mainjob_kept if part == "mainjob" and args.from_kept else runners[part]
         with tempfile.TemporaryDirectory(prefix=f"guestio-bench-{part}-", dir=REPO / "build") as tmp:
-            rows, accel = runners[part](Path(tmp), args)
+            rows, accel = runner(Path(tmp), args)
         key = f"{part} {profile}" if profile else part
+        # Read again: a main-job part runs for hours, and another bench may have written since.
+        store["parts"] = json.loads(STORE.read_text())["parts"] if STORE.exists() else {}
         store["parts"][key] = {"rows": rows, "date": time.strftime("%Y-%m-%d"), "accelerator": accel}
         STORE.write_text(json.dumps(store, indent=2, sort_keys=True) + "\n")
         TABLE.write_text(render(store))
