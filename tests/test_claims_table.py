@@ -263,3 +263,18 @@ def test_a_narrowed_claims_table_reads_the_tables_its_table_artifacts_are_made_f
     inputs = block.group(1).split(", ")
     assert f"{rel}/tables/coalesce.csv" in inputs and f"{rel}/tables/table4.csv" in inputs, inputs
     assert f"{rel}/tables/disk.csv" not in inputs, inputs   # Fig 1's table: not selected
+
+
+def test_a_job_with_several_outputs_costs_its_time_once(tmp_path):
+    """Snakemake records each output of a job with its own start time (microseconds apart) and
+    the job's end time: a kernel job's five outputs once counted five times over."""
+    from guestio.report import cost
+    results = tmp_path / "results"
+    outputs = [str(results / "kernels" / "baseline" / name) for name in ("bzImage", "vmlinux", "build.json")]
+    records = {o: {"rule": "kernel", "job_hash": 1, "starttime": 1000.0 + i * 1e-5, "endtime": 1300.0,
+                   "input": []} for i, o in enumerate(outputs)}
+    records[str(results / "figures" / "fig1.pdf")] = {"rule": "figure", "job_hash": 2, "starttime": 1400.0,
+                                                       "endtime": 1410.0, "input": outputs}
+    c = cost.closure_cost([str(results / "figures" / "fig1.pdf")], records, str(results))
+    assert c.jobs == 2
+    assert c.build_s == pytest.approx(300.0) and c.run_s == pytest.approx(10.0)

@@ -286,6 +286,9 @@ def part_mainjob(work: Path, args) -> tuple[list[list[str]], str]:
         shutil.copy(log, kept / "snakemake.log")
         if results.is_dir():
             subprocess.run(["cp", "-al", str(results), str(kept / "results")], check=False)
+        # Snakemake's job records: what the claims table's costs are computed from
+        if (clone / ".snakemake" / "metadata").is_dir():
+            subprocess.run(["cp", "-al", str(clone / ".snakemake" / "metadata"), str(kept / "metadata")], check=False)
     return _mainjob_rows(profile, commit, log.read_text(), results, f"{main_s / 60:.1f} min (CPU {main_cpu / 60:.0f} min)",
                          f"{load} at start; build {_gib(_du(clone / 'build'))}", report, bundle)
 

@@ -102,7 +102,10 @@ def closure_cost(files: Iterable[str], records: dict[str, dict], results: str) -
     """Cost of every recorded job reachable from ``files`` through recorded inputs."""
     cost = Cost()
     seen_files: set[str] = set()
+    # One job, one key: Snakemake records every output of a job with the job's end time but its
+    # own start time (microseconds apart), so the start cannot tell jobs apart.
     jobs: dict[tuple, list[str]] = {}
+    started: dict[tuple, float] = {}
     stack = [str(f) for f in files]
     by_abs = {os.path.abspath(p): p for p in records}
     while stack:
@@ -112,10 +115,13 @@ def closure_cost(files: Iterable[str], records: dict[str, dict], results: str) -
             continue
         seen_files.add(key)
         rec = records[key]
-        job = (rec.get("rule"), rec.get("job_hash"), rec.get("starttime"), rec.get("endtime"))
+        job = (rec.get("rule"), rec.get("job_hash"), rec.get("endtime"))
         jobs.setdefault(job, []).append(key)
+        if rec.get("starttime") is not None:
+            started[job] = min(started.get(job, float("inf")), float(rec["starttime"]))
         stack.extend(rec.get("input") or [])
-    for (rule, _, start, end), outputs in sorted(jobs.items(), key=lambda kv: str(kv[0])):
+    for job, outputs in sorted(jobs.items(), key=lambda kv: str(kv[0])):
+        start, end = started.get(job), job[2]
         if start is None or end is None:
             continue
         cost.jobs += 1
