@@ -216,8 +216,8 @@ _STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
 
 def _main_job_log(log: str) -> list[str]:
     """The lines of the main job's own Snakemake run: the kept log's first command."""
-    commands = [i for i, line in enumerate(log.splitlines()) if line.startswith("$ ")]
     lines = log.splitlines()
+    commands = [i for i, line in enumerate(lines) if line.startswith("$ ")]
     return lines[commands[0]:commands[1]] if len(commands) > 1 else lines
 
 
