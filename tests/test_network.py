@@ -184,9 +184,13 @@ def test_network_figures_give_the_claims_ratios(fig):
         assert row.verdict == "differs" and row.n_numerator == row.n_denominator == 50
     else:
         assert set(summary.quantity) >= {"rtl8139_throughput", "e1000_latency", "nic_model_throughput"}
-        assert (summary[summary.quantity.str.endswith("_latency")].verdict == "agrees").all()
-        assert (summary[summary.quantity.str.endswith("_throughput") & (summary.denominator == "target=native")]
-                .verdict == "agrees").all()
+        paper_nics = ~summary.quantity.str.startswith("virtio_net")
+        assert (summary[paper_nics & summary.quantity.str.endswith("_latency")].verdict == "agrees").all()
+        assert (summary[paper_nics & summary.quantity.str.endswith("_throughput")
+                        & (summary.denominator == "target=native")].verdict == "agrees").all()
+        # virtio-net is not one of the paper's NICs: measured and shown, never voting
+        virtio = summary[~paper_nics]
+        assert len(virtio) == 2 and (virtio.verdict == "not_tested").all() and (virtio.ratio > 0).all()
 
 
 # -- the DAG -----------------------------------------------------------------------------------
