@@ -7,6 +7,18 @@ cd "$(dirname "$0")/.."
 
 say() { printf '[setup] %s\n' "$*"; }
 
+# derive_sources LIST SED WHY: write the apt sources file LIST, debian.sources with one sed
+# expression applied (debian.sources itself is never edited).  False when LIST exists.
+derive_sources() {
+    local list=$1 expr=$2 why=$3 bin_list=/etc/apt/sources.list.d/debian.sources
+    [[ -f "$list" ]] && return 1
+    [[ -r "$bin_list" ]] || { say "error: $bin_list missing: cannot derive $why"; exit 1; }
+    { echo "# Written by guestio envs/setup.sh: $why, for the entries of $bin_list."
+      sed -e "$expr" "$bin_list"; } > "$list.tmp" && chmod 0644 "$list.tmp" && mv "$list.tmp" "$list" ||
+        { say "error: cannot write $list"; exit 1; }
+    say "wrote $list ($why)"
+}
+
 # netperf (the paper's network benchmark, Fig 3/4/7 and Table 2) is only in Debian's
 # non-free component.  Set-up enables that component for Debian 12 with its own file,
 # /etc/apt/sources.list.d/guestio-non-free.sources: the URIs, suites and keys of
@@ -14,15 +26,11 @@ say() { printf '[setup] %s\n' "$*"; }
 # runs apt-get update once, when the file is new.  Then netperf installs like any package
 # (envs/debian-packages.txt) and the guest image can download its .deb.
 non_free() {
-    local list=/etc/apt/sources.list.d/guestio-non-free.sources bin_list=/etc/apt/sources.list.d/debian.sources
-    [[ -f "$list" ]] && return
-    [[ -r "$bin_list" ]] || { say "error: $bin_list missing: cannot derive the non-free entry netperf needs"; exit 1; }
-    { echo "# Written by guestio envs/setup.sh: Debian's non-free component (netperf) for the"
-      echo "# entries of $bin_list."
-      sed -e 's/^Components:.*/Components: non-free/' "$bin_list"; } > "$list.tmp"
-    chmod 0644 "$list.tmp" && mv "$list.tmp" "$list"
-    say "wrote $list (non-free component, for netperf); updating apt's lists"
-    apt-get update -qq
+    if derive_sources /etc/apt/sources.list.d/guestio-non-free.sources 's/^Components:.*/Components: non-free/' \
+            "Debian's non-free component (netperf)"; then
+        say "updating apt's lists for it"
+        apt-get update -qq
+    fi
 }
 non_free
 
@@ -53,7 +61,7 @@ fi
 # into qemu.source_dir of config/config.yaml (GUESTIO_QEMU_SOURCE_DIR overrides it).
 qemu_source() {
     local binpkg=qemu-system-x86 src_list=/etc/apt/sources.list.d/guestio-src.sources
-    local bin_list=/etc/apt/sources.list.d/debian.sources dir srcpkg srcver nover upver
+    local dir srcpkg srcver nover upver
     dir=${GUESTIO_QEMU_SOURCE_DIR:-$(awk '
         /^qemu:/ { q = 1; next }
         /^[^ #]/ { q = 0 }
@@ -65,14 +73,8 @@ qemu_source() {
     srcver=$(dpkg-query -W -f='${source:Version}' "$binpkg")
     nover=${srcver#*:}          # no epoch: 7.2+dfsg-7+deb12u18
     upver=${nover%-*}           # upstream: 7.2+dfsg
-    if [[ ! -f "$src_list" ]]; then
-        [[ -r "$bin_list" ]] || { say "error: $bin_list missing: cannot derive a deb-src entry"; exit 1; }
-        { echo "# Written by guestio envs/setup.sh: the source packages of the entries in"
-          echo "# $bin_list (QEMU is built from Debian's qemu source package)."
-          sed -e 's/^Types:.*/Types: deb-src/' "$bin_list"; } > "$src_list.tmp"
-        chmod 0644 "$src_list.tmp" && mv "$src_list.tmp" "$src_list"
-        say "wrote $src_list (deb-src of $bin_list)"
-    fi
+    derive_sources "$src_list" 's/^Types:.*/Types: deb-src/' \
+        "the source packages (QEMU is built from Debian's qemu source package)" || true
     if [[ "$(cat "$dir/.guestio-fetched" 2>/dev/null)" == "$srcpkg $srcver" &&
           -s "$dir/${srcpkg}_$nover.dsc" ]] && compgen -G "$dir/${srcpkg}_$upver.orig.tar.*" >/dev/null &&
           compgen -G "$dir/${srcpkg}_$nover.debian.tar.*" >/dev/null; then
