@@ -267,6 +267,7 @@ def test_run_native_real(tmp_path):
     (workdir / "keep.txt").write_text("not bonnie's\n")
     # 64 MiB is far too fast to measure on any host with a page cache: +++++ everywhere.
     got = as_dict(run_native(workdir, 64, 32, out, label="native", required=()))
+    assert got.pop("file_size") == (64.0, "MiB")
     assert set(got) == {"block_write_latency", "rewrite_latency", "block_read_latency",
                         "random_seeks_latency"}
     assert all(unit == "us" and value > 0 for value, unit in got.values())
@@ -343,6 +344,44 @@ with native_run_dir({str(workdir)!r}) as d:
     finally:
         holder.kill()
         holder.wait()
+
+
+def _fake_bonnie_too_fast_below(tmp_path: Path, min_size_mib: int) -> Path:
+    """A bonnie++ whose block read is +++++ for -s under min_size_mib; its argv: -d DIR -s SIZE ..."""
+    line = (DATA / "guest-ide-256M.csv").read_text().strip()
+    fields = line.split(",")
+    fast = ",".join(fields[:17] + ["+++++", "+++"] + fields[19:])
+    fake = tmp_path / "fake-bonnie"
+    fake.write_text(f'#!/bin/sh\nsize=$4\n: > "$2/Bonnie.$size"\n'
+                    f'if [ "$size" -lt {min_size_mib} ]; then line="{fast}"; else line="{line}"; fi\n'
+                    'echo "$line" | sed "s/,256M,/,${size}M,/"\n')
+    fake.chmod(0o755)
+    return fake
+
+
+def test_run_native_doubles_the_file_while_a_test_is_too_fast(tmp_path, monkeypatch):
+    """A read over before bonnie++'s 0.5 s is run again with twice the file; the size used is a row."""
+    monkeypatch.setattr(bonnie, "BONNIE", str(_fake_bonnie_too_fast_below(tmp_path, 512)))
+    said: list[str] = []
+    out = tmp_path / "out"
+    got = as_dict(run_native(tmp_path / "w", 128, 32, out, log=said.append, max_size_mib=4096))
+    assert got["file_size"] == (512.0, "MiB") and got["block_read_throughput"] == (289912.0, "KiB/s")
+    assert parse_csv_file(out / "bonnie.csv").file_size_mib == 512
+    assert sorted(p.name for p in out.glob("bonnie-*M.csv")) == ["bonnie-128M.csv", "bonnie-256M.csv"]
+    assert parse_csv_file(out / "bonnie-128M.csv", required=()).too_fast == ("block_read_throughput",
+                                                                             "block_read_cpu")
+    assert [m for m in said if "again with" in m] == [
+        f"native: block_read_throughput, block_read_cpu took under bonnie++'s {bonnie.MIN_TIME_S} s at -s 128 "
+        "(kept as bonnie-128M.csv): again with -s 256",
+        f"native: block_read_throughput, block_read_cpu took under bonnie++'s {bonnie.MIN_TIME_S} s at -s 256 "
+        "(kept as bonnie-256M.csv): again with -s 512"]
+    assert "-s 512" in (out / "bonnie-cmdline.txt").read_text()
+    assert sorted(os.listdir(tmp_path / "w")) == []  # every attempt's run directory removed
+    # At the limit (or without one) the run fails naming the metric and the size.
+    with pytest.raises(BonnieParseError, match=r"block_read_throughput .* larger -s than 256M"):
+        run_native(tmp_path / "w", 128, 32, tmp_path / "out2", max_size_mib=256)
+    with pytest.raises(BonnieParseError, match=r"block_read_throughput .* larger -s than 128M"):
+        run_native(tmp_path / "w", 128, 32, tmp_path / "out3")
 
 
 def test_run_native_failure_and_missing_program(tmp_path, monkeypatch):

@@ -19,6 +19,7 @@ with say_to(snakemake.log[0], f"disk native rep{rep}") as say:
     measurements = bonnie.run_native(
         Path(disk["native_dir"]), disk["size_mib"], disk["ram_mib"], outdir, log=say,
         memory_limit_mib=disk["ram_mib"] if disk["native_memory_limit"] else None,
+        max_size_mib=disk["native_max_size_mib"],
     )
 write_csv(frame(experiment="disk", target="native", variant="host", accelerator="native", disk="host-fs",
                 clocksource=host_clocksource(), repetition=rep, measurements=measurements),
