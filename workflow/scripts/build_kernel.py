@@ -1,21 +1,16 @@
 """Build one guest kernel variant (thin wrapper over guestio.build.kernel)."""
 
 import json
-import subprocess
 from pathlib import Path
 
 from guestio import lifetime
-from guestio.build import kernel
+from guestio.build import ccache, kernel
 
 # An interrupted or orphaned job stops its children and tidies up (guestio.lifetime).
 lifetime.die_with_snakemake()
 
 params = snakemake.params
-ccache_dir = Path(params.ccache_dir).expanduser() if params.ccache_dir else None
-if ccache_dir is not None:
-    ccache_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["ccache", "--max-size", params.ccache_max_size], env=kernel.build_env(ccache_dir),
-                   check=False, capture_output=True)
+ccache_dir = ccache.prepare(params.ccache_dir, params.ccache_max_size)
 record = kernel.build_variant(
     variant=snakemake.wildcards.variant,
     layers=list(params.layers),

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 from guestio import lifetime
-from guestio.build import qemu
+from guestio.build import ccache, qemu
 
 # An interrupted or orphaned job stops its children and tidies up (guestio.lifetime).
 lifetime.die_with_snakemake()
@@ -16,9 +16,7 @@ if params.binary == "host":
     Path(snakemake.log[0]).write_text(f"qemu.binary: host: {record['binary']} ({record['version_output'].splitlines()[0]})\n")
     print(f"QEMU {record['variant']}: the host's {record['binary']}")
 else:
-    ccache_dir = Path(params.ccache_dir).expanduser() if params.ccache_dir else None
-    if ccache_dir is not None:  # its size limit is the kernel's (kernel.ccache_max_size) when they share it
-        ccache_dir.mkdir(parents=True, exist_ok=True)
+    ccache_dir = ccache.prepare(params.ccache_dir)  # its size limit is the kernel's (kernel.ccache_max_size) when they share it
     record = qemu.build_variant(
         variant=snakemake.wildcards.qemu_variant,
         layers=list(params.layers),

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from guestio.build import kconfig
+from guestio.build import ccache, kconfig
 from guestio.build import patches
 from guestio.util import exclusive, sha256_file, write_json_atomic
 
@@ -98,16 +98,7 @@ def prepare_tree(pristine: Path, tree: Path, patch_files: list[Path]) -> None:
 
 
 def build_env(ccache_dir: Path | None) -> dict:
-    env = dict(os.environ, **REPRODUCIBLE_ENV)
-    if ccache_dir is not None:
-        env.update(
-            CCACHE_DIR=str(Path(ccache_dir).expanduser()),
-            CCACHE_BASEDIR="/",
-            CCACHE_NOHASHDIR="1",
-            CCACHE_SLOPPINESS="time_macros,include_file_mtime,include_file_ctime,locale",
-            CCACHE_COMPILERCHECK="content",
-        )
-    return env
+    return ccache.env(ccache_dir, dict(os.environ, **REPRODUCIBLE_ENV))
 
 
 def make(tree: Path, objdir: Path, args: list[str], env: dict, log, cc: str) -> None:
@@ -169,7 +160,7 @@ def build_variant(
     tree = Path(workdir).resolve() / "src"
     objdir = tree / ".build"
     patch_files = [p for layer in layers for p in kconfig.layer_patches(layers_root, layer)]
-    cc = "ccache gcc" if ccache_dir is not None and shutil.which("ccache") else "gcc"
+    cc = ccache.compiler(ccache_dir)
     env = build_env(ccache_dir)
     with open(log_path, "w") as log, exclusive(workdir, log=lambda msg: print(msg, file=log, flush=True)):
         started = time.monotonic()

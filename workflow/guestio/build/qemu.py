@@ -39,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from guestio.build import patches
+from guestio.build import ccache, patches
 from guestio.util import exclusive, sha256_file, write_json_atomic
 
 BINARY_NAME = "qemu-system-x86_64"
@@ -276,18 +276,7 @@ def configuration(variant: str, qemu_config: dict) -> dict | None:
 
 
 def build_env(ccache_dir: Path | None) -> dict:
-    env = dict(os.environ, LC_ALL="C", PYTHONDONTWRITEBYTECODE="1")
-    if ccache_dir is not None:
-        env.update(
-            CCACHE_DIR=str(Path(ccache_dir).expanduser()),
-            CCACHE_BASEDIR="/",
-            CCACHE_NOHASHDIR="1",
-            CCACHE_SLOPPINESS="time_macros,include_file_mtime,include_file_ctime,locale",
-            CCACHE_COMPILERCHECK="content",
-        )
-    else:
-        env["CCACHE_DISABLE"] = "1"  # meson would use ccache on its own when it finds it
-    return env
+    return ccache.env(ccache_dir, dict(os.environ, LC_ALL="C", PYTHONDONTWRITEBYTECODE="1"))
 
 
 def _run(cmd: list[str], cwd: Path, env: dict, log, what: str) -> None:
@@ -376,7 +365,7 @@ def build_variant(
     workdir = Path(workdir).absolute()
     tree, objdir = workdir / "src", workdir / "build"
     patch_files = patches.variant_patches(layers_root, layers, what="QEMU layer", error=QemuBuildError)
-    cc = "ccache gcc" if ccache_dir is not None and shutil.which("ccache") else "gcc"
+    cc = ccache.compiler(ccache_dir)
     env = build_env(ccache_dir)
     args = configure_args(variant)
     with open(log_path, "w") as log, exclusive(workdir, log=lambda m: log.write(m + "\n")):
