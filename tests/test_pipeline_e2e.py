@@ -110,6 +110,12 @@ def test_table_is_long_form_and_traceable(interrupted_then_completed):
     assert [Path(p["file"]).name for p in patches] == ["0001-acpi_pm-skip-PM-timer-verification-in-a-VM.patch"]
     assert provenance["qemu"]["version"].startswith("7.2") and provenance["qemu"]["variant"] == "stock"
     assert len(provenance["runs"]) == 2 + 2 * 2
+    vm_runs = [(REPO / run).with_name("provenance.json") for run in provenance["runs"] if "/native/" not in run]
+    assert len(vm_runs) == 4
+    for run in vm_runs:  # the job and the library it sourced, each by hash
+        job = json.loads(run.read_text())["job"]
+        assert job["sha256"] == sha256_file(REPO / "workflow" / "jobs" / "bonnie.sh")
+        assert job["lib"]["sha256"] == sha256_file(REPO / "workflow" / "jobs" / "lib.sh")
 
 
 def test_plotting_code_change_reruns_only_plotting(interrupted_then_completed):

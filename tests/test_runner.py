@@ -115,6 +115,7 @@ def test_argv_contains_contract_options(tmp_path):
     assert "name=org.guestio.results" in line
     assert "name=opt/guestio/job,file=/j/job,,1.sh" in line  # comma escaped
     assert "name=opt/guestio/data,file=/j/data" in line
+    assert f"name=opt/guestio/lib.sh,file={runner.JOB_LIB}" in line and runner.JOB_LIB.is_file()
     assert "ide-hd,drive=disk0,bus=ide.0,unit=0" in line
     assert "ide-hd,drive=disk2,bus=ide.0,unit=1" in line
     assert "virtio-blk-pci,drive=disk1" in line
@@ -142,6 +143,9 @@ def test_missing_files_are_refused_before_qemu(tmp_path):
     assert not (tmp_path / "out").exists()
     with pytest.raises(VMSpecError, match="input name"):
         VMSpec(kernel=k, initrd=i, append="", inputs={"../x": k}).validate()
+    for reserved in ("job", "lib.sh"):  # the job and the jobs' shared library have their own entries
+        with pytest.raises(VMSpecError, match="reserved"):
+            VMSpec(kernel=k, initrd=i, append="", inputs={reserved: k}).validate()
     with pytest.raises(VMSpecError, match="accel"):
         VMSpec(kernel=k, initrd=i, append="", accel="hvf").validate()
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from guestio.build import patches
-from guestio.workloads import cpuload, tick
+from guestio.vm.machine import JOB_LIB
+from guestio.workloads import bonnie, cpuload, tick
 from guestio.workloads.tick import TickError, TickRateError, TickWindow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,11 +126,17 @@ def test_read_tick_seconds_and_uptime():
         tick.read_uptime("")
 
 
-def test_cpu_job_takes_the_tick_snapshots_of_tick_module():
-    job = cpuload.JOB_SCRIPT.read_text()
-    for line in (tick.MARK_BEFORE_SH + tick.MARK_AFTER_SH).splitlines():
-        assert line in job, line
-    assert subprocess.run(["sh", "-n", str(cpuload.JOB_SCRIPT)]).returncode == 0
+def test_jobs_take_the_tick_snapshots_of_tick_module():
+    """The jobs' shared library writes, in order, what guestio.workloads.tick reads; the jobs
+    with a benchmark window call both ends of it."""
+    lib = JOB_LIB.read_text()
+    for mark, function in ((tick.MARK_BEFORE_SH, "tick_window_start"), (tick.MARK_AFTER_SH, "tick_window_end")):
+        body = lib.split(f"{function}() {{\n", 1)[1].split("\n}", 1)[0]
+        assert [l.strip() for l in body.splitlines()] == mark.splitlines(), function
+    for job in (cpuload.JOB_SCRIPT, bonnie.JOB_SCRIPT):
+        calls = [l for l in job.read_text().splitlines() if l.startswith("tick_window_")]
+        assert calls == ["tick_window_start", "tick_window_end"], job
+        assert subprocess.run(["sh", "-n", str(job)]).returncode == 0
 
 
 def test_parse_sysbench():
@@ -147,6 +155,7 @@ def test_cpu_job_rejects_bad_params(tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "out").mkdir()
     (tmp_path / "in" / "params").write_text("EVENTS=x\nMAX_PRIME=10\n")
+    shutil.copyfile(JOB_LIB, tmp_path / "in" / "lib.sh")  # as the VM runner delivers it
     r = subprocess.run(["sh", str(cpuload.JOB_SCRIPT)], capture_output=True, text=True,
                        env={"GUESTIO_IN": str(tmp_path / "in"), "GUESTIO_OUT": str(tmp_path / "out"), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 1 and "cpu job: error: EVENTS must be a whole number" in r.stderr

@@ -130,6 +130,7 @@ def run_provenance(*, repo: Path, host: Path, accelerator: Path, kernel_build: P
                    run: Path, job: Path, vm: dict, qemu_build: Path) -> dict:
     """Everything needed to trace one run back to kernel, patches, image, QEMU and host."""
     from guestio.util import sha256_file
+    from guestio.vm.machine import JOB_LIB
 
     run_record = _load(run)
     return {
@@ -138,7 +139,8 @@ def run_provenance(*, repo: Path, host: Path, accelerator: Path, kernel_build: P
         "qemu": _load(qemu_build),  # the build record: path, version, patches, sha256
         "kernel": _load(kernel_build),
         "image": image_summary(image_manifest),
-        "job": {"file": str(job), "sha256": sha256_file(job)},
+        "job": {"file": str(job), "sha256": sha256_file(job),
+                "lib": {"file": str(JOB_LIB), "sha256": sha256_file(JOB_LIB)}},
         "vm_config": vm,
         "guestio": checkout(repo),
         **_host_part(host),

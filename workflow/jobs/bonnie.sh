@@ -25,17 +25,10 @@
 
 set -u
 
-OUT=${GUESTIO_OUT:-/guestio/out}
-PARAMS=${GUESTIO_IN:-/guestio/in}/params
+JOB_NAME=bonnie
+. "${GUESTIO_IN:-/guestio/in}/lib.sh" || { echo "bonnie job: error: lib.sh missing from ${GUESTIO_IN:-/guestio/in}" >&2; exit 1; }
 MNT=/mnt/data
-
-fail() {
-	echo "bonnie job: error: $*" >&2
-	exit 1
-}
-
-[ -r "$PARAMS" ] || fail "parameters file $PARAMS missing (the host writes it: fw_cfg opt/guestio/params)"
-. "$PARAMS" || fail "cannot read $PARAMS"
+load_params
 
 DEVICE=${DEVICE:-}
 SIZE_MIB=${SIZE_MIB:-}
@@ -45,8 +38,8 @@ MOUNT_OPTS=${MOUNT_OPTS:-}
 LABEL=${LABEL:-}
 
 [ -n "$DEVICE" ] || fail "DEVICE not set in $PARAMS"
-case "$SIZE_MIB" in ''|*[!0-9]*) fail "SIZE_MIB must be a whole number of MiB, not '$SIZE_MIB'" ;; esac
-case "$RAM_MIB" in ''|*[!0-9]*) fail "RAM_MIB must be a whole number of MiB, not '$RAM_MIB'" ;; esac
+whole_number SIZE_MIB "$SIZE_MIB"
+whole_number RAM_MIB "$RAM_MIB"
 
 dev=${DEVICE#/dev/}
 sysdev=/sys/block/$dev
@@ -60,9 +53,7 @@ done
 [ -b "$DEVICE" ] || fail "$DEVICE is not a block device (block devices: $(ls /sys/block | tr '\n' ' '))"
 [ -d "$sysdev/queue" ] || fail "$sysdev/queue missing: give the whole disk (e.g. /dev/sda), not a partition"
 
-uname -a >"$OUT/uname.txt"
-cat /sys/devices/system/clocksource/clocksource0/current_clocksource >"$OUT/clocksource.txt" \
-	|| fail "cannot read the current clocksource"
+record_system
 
 if [ -n "$IO_SCHEDULER" ]; then
 	echo "$IO_SCHEDULER" >"$sysdev/queue/scheduler" 2>/dev/null \
@@ -88,20 +79,11 @@ set -- -d "$MNT" -s "$SIZE_MIB" -r "$RAM_MIB" -n 0 -f -u root -q
 [ -n "$LABEL" ] && set -- "$@" -m "$LABEL"
 echo "running: bonnie++ $*"
 
-# tick window: start (guestio.workloads.tick.MARK_BEFORE_SH)
-echo "GUESTIO: phase benchmark" >/dev/kmsg
-cat /sys/devices/system/clockevents/clockevent0/current_device >"$OUT/clockevent.txt" 2>/dev/null
-cat /proc/interrupts >"$OUT/interrupts-before.txt"
-cat /proc/uptime >"$OUT/uptime-before.txt"
-head -n 1 /proc/stat >"$OUT/stat-before.txt"
+tick_window_start
 cat "$sysdev/stat" >"$OUT/diskstat-before.txt"
 bonnie++ "$@" >"$OUT/bonnie.csv" 2>"$OUT/bonnie.log"
 rc=$?
-# tick window: end (guestio.workloads.tick.MARK_AFTER_SH)
-cat /proc/interrupts >"$OUT/interrupts-after.txt"
-cat /proc/uptime >"$OUT/uptime-after.txt"
-head -n 1 /proc/stat >"$OUT/stat-after.txt"
-echo "GUESTIO: phase benchmark" >/dev/kmsg
+tick_window_end
 cat "$sysdev/stat" >"$OUT/diskstat-after.txt"
 cat /sys/devices/system/clocksource/clocksource0/current_clocksource >"$OUT/clocksource-after.txt"
 cat "$OUT/bonnie.log"

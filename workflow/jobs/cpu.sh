@@ -12,39 +12,21 @@
 
 set -u
 
-OUT=${GUESTIO_OUT:-/guestio/out}
-PARAMS=${GUESTIO_IN:-/guestio/in}/params
-
-fail() {
-	echo "cpu job: error: $*" >&2
-	exit 1
-}
-
-[ -r "$PARAMS" ] || fail "parameters file $PARAMS missing (the host writes it: fw_cfg opt/guestio/params)"
-. "$PARAMS" || fail "cannot read $PARAMS"
+JOB_NAME=cpu
+. "${GUESTIO_IN:-/guestio/in}/lib.sh" || { echo "cpu job: error: lib.sh missing from ${GUESTIO_IN:-/guestio/in}" >&2; exit 1; }
+load_params
 EVENTS=${EVENTS:-}
 MAX_PRIME=${MAX_PRIME:-}
-case "$EVENTS" in ''|*[!0-9]*) fail "EVENTS must be a whole number, not '$EVENTS'" ;; esac
-case "$MAX_PRIME" in ''|*[!0-9]*) fail "MAX_PRIME must be a whole number, not '$MAX_PRIME'" ;; esac
+whole_number EVENTS "$EVENTS"
+whole_number MAX_PRIME "$MAX_PRIME"
 
-uname -a >"$OUT/uname.txt"
-cat /sys/devices/system/clocksource/clocksource0/current_clocksource >"$OUT/clocksource.txt" \
-	|| fail "cannot read the current clocksource"
+record_system
 echo "running: sysbench cpu --threads=1 --cpu-max-prime=$MAX_PRIME --events=$EVENTS --time=0 run"
 
-# tick window: start (guestio.workloads.tick.MARK_BEFORE_SH)
-echo "GUESTIO: phase benchmark" >/dev/kmsg
-cat /sys/devices/system/clockevents/clockevent0/current_device >"$OUT/clockevent.txt" 2>/dev/null
-cat /proc/interrupts >"$OUT/interrupts-before.txt"
-cat /proc/uptime >"$OUT/uptime-before.txt"
-head -n 1 /proc/stat >"$OUT/stat-before.txt"
+tick_window_start
 sysbench cpu --threads=1 --cpu-max-prime="$MAX_PRIME" --events="$EVENTS" --time=0 run >"$OUT/sysbench.txt" 2>&1
 rc=$?
-# tick window: end (guestio.workloads.tick.MARK_AFTER_SH)
-cat /proc/interrupts >"$OUT/interrupts-after.txt"
-cat /proc/uptime >"$OUT/uptime-after.txt"
-head -n 1 /proc/stat >"$OUT/stat-after.txt"
-echo "GUESTIO: phase benchmark" >/dev/kmsg
+tick_window_end
 
 cat "$OUT/sysbench.txt"
 [ $rc -eq 0 ] || fail "sysbench exited with status $rc (its report: sysbench.txt, above)"

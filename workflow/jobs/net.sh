@@ -22,16 +22,9 @@
 
 set -u
 
-OUT=${GUESTIO_OUT:-/guestio/out}
-PARAMS=${GUESTIO_IN:-/guestio/in}/params
-
-fail() {
-	echo "net job: error: $*" >&2
-	exit 1
-}
-
-[ -r "$PARAMS" ] || fail "parameters file $PARAMS missing (the host writes it: fw_cfg opt/guestio/params)"
-. "$PARAMS" || fail "cannot read $PARAMS"
+JOB_NAME=net
+. "${GUESTIO_IN:-/guestio/in}/lib.sh" || { echo "net job: error: lib.sh missing from ${GUESTIO_IN:-/guestio/in}" >&2; exit 1; }
+load_params
 GUEST_IP=${GUEST_IP:-}
 PREFIXLEN=${PREFIXLEN:-24}
 CONTROL_PORT=${CONTROL_PORT:-5999}
@@ -39,8 +32,7 @@ NETPERF_PORT=${NETPERF_PORT:-12865}
 IPERF3_PORT=${IPERF3_PORT:-5201}
 [ -n "$GUEST_IP" ] || fail "GUEST_IP not set in $PARAMS"
 
-uname -a >"$OUT/uname.txt"
-cat /sys/devices/system/clocksource/clocksource0/current_clocksource >"$OUT/clocksource.txt"
+record_system
 
 # The one NIC: the first interface that is not lo (probing may take a moment).
 IF=

@@ -2,7 +2,8 @@
 
 The contract with the guest (see the guest image): its /init prints
 ``GUESTIO: init started`` on the serial console, runs the shell script it
-finds in fw_cfg ``opt/guestio/job``, prints ``GUESTIO: job finished status=N``,
+finds in fw_cfg ``opt/guestio/job`` (with the jobs' shared ``lib.sh`` beside it
+in ``/guestio/in``), prints ``GUESTIO: job finished status=N``,
 writes ``tar -cf - -C /guestio/out .`` into the virtio-serial port
 ``org.guestio.results`` and powers off.
 
@@ -90,6 +91,10 @@ PANIC_RE = re.compile(r"^(?:\[[^\]]*\]\s*)*(?:Kernel panic - not syncing|Oops:|B
 RESULTS_PORT = "org.guestio.results"
 FW_CFG_PREFIX = "opt/guestio/"
 FW_CFG_NAME_MAX = 55  # QEMU: FW_CFG_MAX_FILE_PATH (56) including the NUL
+# What every job sources (fail, load_params, the tick window): delivered beside each job as
+# fw_cfg opt/guestio/lib.sh, so the guest finds it at $GUESTIO_IN/lib.sh.
+JOB_LIB = Path(__file__).resolve().parents[2] / "jobs" / "lib.sh"
+_RESERVED_INPUTS = ("job", JOB_LIB.name)
 
 # Timing knobs (seconds).  Module-level so that tests/callers can adjust them.
 POLL_S = 0.1                # serial/process polling period
@@ -203,10 +208,10 @@ class VMSpec:
         if int(self.cpus) < 1:
             raise VMSpecError(f"cpus must be >= 1, not {self.cpus!r}")
         for name in self.inputs:
-            if name == "job" or not _FW_CFG_NAME_RE.match(name):
+            if name in _RESERVED_INPUTS or not _FW_CFG_NAME_RE.match(name):
                 raise VMSpecError(
                     f"input name {name!r} is not usable as fw_cfg {FW_CFG_PREFIX}<name>"
-                    " (letters, digits, '.', '_', '-'; 'job' is reserved)")
+                    " (letters, digits, '.', '_', '-'; 'job' and 'lib.sh' are reserved)")
             if len(FW_CFG_PREFIX + name) > FW_CFG_NAME_MAX:
                 raise VMSpecError(f"input name {name!r} is too long for fw_cfg "
                                   f"(max {FW_CFG_NAME_MAX - len(FW_CFG_PREFIX)} chars)")
@@ -299,7 +304,8 @@ def build_qemu_argv(spec: VMSpec, serial_log: Path, qmp_socket: Path,
         "-device", f"virtserialport,bus=vser0.0,chardev=results,name={RESULTS_PORT}",
     ]
     if spec.job is not None:
-        argv += ["-fw_cfg", f"name={FW_CFG_PREFIX}job,file={_opt(spec.job)}"]
+        argv += ["-fw_cfg", f"name={FW_CFG_PREFIX}job,file={_opt(spec.job)}",
+                 "-fw_cfg", f"name={FW_CFG_PREFIX}{JOB_LIB.name},file={_opt(JOB_LIB)}"]
     for name, path in spec.inputs.items():
         argv += ["-fw_cfg", f"name={FW_CFG_PREFIX}{name},file={_opt(path)}"]
     n_ide = 0
