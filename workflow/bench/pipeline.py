@@ -299,7 +299,8 @@ def _gib(n: int) -> str:
 
 def _mainjob_rows(profile: str, commit: str, log: str, results: Path, took: str, note: str, report: str,
                   bundle: str) -> tuple[list[list[str]], str]:
-    steps = re.findall(r"(\d+) of (\d+) steps \(100%\) done", log)
+    # the main job's own steps: report and bundle, later in the same log, have theirs
+    steps = re.findall(r"(\d+) of (\d+) steps \(100%\) done", "\n".join(_main_job_log(log)))
     jobs = steps[-1][1] if steps else "?"
     accel = json.loads((results / "host" / "accelerator.json").read_text())["accelerator"]
     archive = results / "bundle" / "guestio-bundle.tar.gz"
@@ -308,7 +309,11 @@ def _mainjob_rows(profile: str, commit: str, log: str, results: Path, took: str,
             [f"time by rule (jobs), {profile} profile", "", _time_by_rule(_main_job_log(log))],
             [f"`--report` after it, {profile} profile", report, ""],
             [f"`bundle` after it, {profile} profile", bundle,
-             f"archive {_du(archive) / (1 << 20):.0f} MiB" if archive.is_file() else ""]], accel
+             f"archive {_mib(archive.stat().st_size)}" if archive.is_file() else ""]], accel
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.0f} MiB" if n >= 1 << 20 else f"{n / 1024:.0f} KiB"
 
 
 def part_mainjob_kept(work: Path, args) -> tuple[list[list[str]], str]:
