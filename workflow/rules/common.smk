@@ -11,11 +11,13 @@ import guestio.build.kconfig
 import guestio.build.patches
 import guestio.build.qemu
 import guestio.provenance
+import guestio.vm.machine
 import guestio.util
 
 REPO = Path(workflow.basedir)
 LAYERS_ROOT = REPO / "workflow" / "kernel" / "layers"
 JOBS_DIR = REPO / "workflow" / "jobs"
+JOB_LIB = guestio.vm.machine.JOB_LIB  # sourced by every job, delivered beside it
 
 try:
     guestio.config.check(config, REPO / "workflow" / "schemas" / "config.schema.yaml")

@@ -36,7 +36,7 @@ rule disk_vm:
         host=HOST_SNAPSHOT,
         qemu=qemu_build_of,
         job=JOBS_DIR / "bonnie.sh",
-        job_lib=JOBS_DIR / "lib.sh",  # sourced by the job (guestio.vm.machine.JOB_LIB)
+        job_lib=JOB_LIB,
     output:
         csv=f"{DISK_VM_DIR}/measurements.csv",
         provenance=f"{DISK_VM_DIR}/provenance.json",

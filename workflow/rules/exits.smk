@@ -30,7 +30,7 @@ rule exit_sites:
         host=HOST_SNAPSHOT,
         qemu=qemu_build_of,
         job=JOBS_DIR / "bonnie.sh",
-        job_lib=JOBS_DIR / "lib.sh",  # sourced by the job (guestio.vm.machine.JOB_LIB)
+        job_lib=JOB_LIB,
     output:
         exits=f"{EXIT_DIR}/exits.csv",
         summary=f"{EXIT_DIR}/summary.json",

@@ -60,7 +60,7 @@ rule net_vm:
         host=HOST_SNAPSHOT,
         qemu=qemu_build_of,
         job=JOBS_DIR / "net.sh",
-        job_lib=JOBS_DIR / "lib.sh",  # sourced by the job (guestio.vm.machine.JOB_LIB)
+        job_lib=JOB_LIB,
     output:
         csv=f"{NET_VM_DIR}/measurements.csv",
         provenance=f"{NET_VM_DIR}/provenance.json",
@@ -88,7 +88,7 @@ rule net_exits:
         host=HOST_SNAPSHOT,
         qemu=qemu_build_of,
         job=JOBS_DIR / "net.sh",
-        job_lib=JOBS_DIR / "lib.sh",  # sourced by the job (guestio.vm.machine.JOB_LIB)
+        job_lib=JOB_LIB,
     output:
         exits=f"{EXIT_DIR}/exits.csv",
         summary=f"{EXIT_DIR}/summary.json",

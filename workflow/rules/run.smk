@@ -44,7 +44,7 @@ rule smoke_boot:
         host=HOST_SNAPSHOT,
         qemu=run_qemu,
         job=JOBS_DIR / "smoke.sh",
-        job_lib=JOBS_DIR / "lib.sh",  # sourced by the job (guestio.vm.machine.JOB_LIB)
+        job_lib=JOB_LIB,
     output:
         provenance=f"{RUN_DIR}/smoke/{{variant}}/provenance.json",
     params:

@@ -49,7 +49,7 @@ rule timer_exits:
         host=HOST_SNAPSHOT,
         qemu=qemu_build_of,
         job=JOBS_DIR / "cpu.sh",
-        job_lib=JOBS_DIR / "lib.sh",  # sourced by the job (guestio.vm.machine.JOB_LIB)
+        job_lib=JOB_LIB,
     output:
         exits=f"{EXIT_DIR}/exits.csv",
         summary=f"{EXIT_DIR}/summary.json",

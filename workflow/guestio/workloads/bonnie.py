@@ -440,8 +440,8 @@ def run_native(directory: os.PathLike | str, size_mib: int, ram_mib: int,
         _run_native_once(directory, size, ram_mib, outdir, label, timeout_s, say, memory_limit_mib)
         record = parse_csv_file(csv_path, required=())
         too_fast = [m for m in required if m in record.too_fast]
-        bigger = _room_for(directory, 2 * size, max_size_mib) if too_fast else None
-        if not bigger:
+        bigger = 2 * size
+        if not (too_fast and _room_for(directory, bigger, max_size_mib)):
             break
         kept = outdir / f"bonnie-{size}M.csv"
         csv_path.replace(kept)
@@ -453,12 +453,12 @@ def run_native(directory: os.PathLike | str, size_mib: int, ram_mib: int,
     return [*record.measurements, Measurement("file_size", float(size), "MiB")]
 
 
-def _room_for(directory: os.PathLike | str, size_mib: int, max_size_mib: int | None) -> int | None:
-    """size_mib if a native retry may use a file that large (max_size_mib, free space), else None."""
+def _room_for(directory: os.PathLike | str, size_mib: int, max_size_mib: int | None) -> bool:
+    """Whether a native retry may use a file of size_mib (max_size_mib, free space)."""
     if max_size_mib is None or size_mib > max_size_mib:
-        return None
+        return False
     free_mib = shutil.disk_usage(directory).free // (1 << 20)
-    return size_mib if free_mib >= size_mib + 256 else None  # room for bonnie's file and a margin
+    return free_mib >= size_mib + 256  # room for bonnie's file and a margin
 
 
 def _run_native_once(directory, size_mib: int, ram_mib: int, outdir: Path, label, timeout_s,
