@@ -5,7 +5,7 @@ import subprocess
 from pathlib import Path
 
 from guestio import lifetime
-from guestio.build import qemu
+from guestio.build import plugin, qemu
 from guestio.util import exclusive, write_json_atomic
 
 # An interrupted or orphaned job stops its children and tidies up (guestio.lifetime).
@@ -19,6 +19,8 @@ with open(snakemake.log[0], "w") as log, exclusive(build_dir, log=lambda msg: pr
     log.write(f"qemu-plugin.h from {header['from']} (sha256 {header['sha256']}, API version "
               f"{header['plugin_api_version']})\n")
     log.flush()
-    subprocess.run(["make", "-C", str(Path(snakemake.input.makefile).parent), f"BUILD={build_dir}",
-                    f"HDR_DIR={build_dir / 'include'}"], stdout=log, stderr=subprocess.STDOUT, check=True)
+    # An argument list, never a shell line: build_dir lies under results_dir (configuration).
+    subprocess.run(plugin.make_argv(build_dir, build_dir / "include",
+                                    plugin_dir=Path(snakemake.input.makefile).parent.absolute()),
+                   stdout=log, stderr=subprocess.STDOUT, check=True)
 write_json_atomic(Path(snakemake.output.record), {"plugin": str(Path(snakemake.output.plugin)), **header})

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
 
+from guestio.build.plugin import make_argv as plugin_make_argv
 from guestio.exits.schema import COLUMNS as EXIT_COLUMNS, EXIT_KINDS
 from guestio.util import exclusive
 from guestio.vm.machine import Hooks, RunResult, VMSpec, run_vm
@@ -96,7 +97,7 @@ def build_plugin(build_dir: Path | str, *, fetch: bool = True) -> Path:
         if fetch:
             subprocess.run(["sh", str(PLUGIN_DIR / "fetch_header.sh"), str(build_dir)], check=True,
                            capture_output=True, text=True)
-        subprocess.run(["make", "-s", "-C", str(PLUGIN_DIR), f"BUILD={build_dir}"], check=True,
+        subprocess.run(plugin_make_argv(build_dir, silent=True, plugin_dir=PLUGIN_DIR), check=True,
                        capture_output=True, text=True)
     return build_dir / "libexitcount.so"
 
