@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import jsonschema
@@ -228,4 +229,245 @@ def check_consistency(config: dict, **kw) -> None:
     problems = consistency_problems(config, **kw)
     if problems:
         raise ConfigError(f"impossible configuration ({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n"
+                          + "\n".join(f"  - {p}" for p in problems))
+
+
+# --------------------------------------------------------------------------
+# Values that would harm the host or quietly spoil a long run: refused before the first job
+
+#: Directories the pipeline writes into (or creates, or envs/setup.sh fills): a system
+#: directory, a home directory itself or / are refused there.
+WRITTEN_PATH_KEYS = ("results_dir", "disk.native_dir", "kernel.ccache_dir", "qemu.ccache_dir", "qemu.source_dir")
+#: Paths only read (kernel.tarball is /usr/src/... by default, exits.tracefs /sys/kernel/tracing):
+#: only ~ is expanded and the characters checked.
+READ_PATH_KEYS = ("kernel.tarball", "exits.tracefs", "exits.kvm_recorded")
+
+#: Characters a path may not hold: make cannot quote them ($ # % : ; \ and the wildcards
+#: * ? [ ]) or they end a quoted shell word (quotes, backtick).  A space works (the
+#: Makefile and the jobs quote every path).
+UNQUOTABLE = set("$#%:;\\*?[]'\"`")
+
+#: Trees of the system (and /lib, /lib32, /lib64, /libx32): neither they nor anything below them is written.
+SYSTEM_TREES = ("/etc", "/usr", "/bin", "/sbin", "/boot", "/dev", "/proc", "/sys", "/run")
+#: Directories shared by the whole system: writing into them directly is refused, a
+#: directory of its own below them (/var/cache/guestio, /var/tmp/guestio, /tmp/x) is fine.
+SHARED_ROOTS = ("/var", "/home", "/root", "/tmp", "/opt", "/srv", "/mnt", "/media", "/snap",
+                "/var/lib", "/var/log", "/var/cache", "/var/spool", "/var/mail", "/var/backups",
+                "/var/opt", "/var/local", "/var/run", "/var/lock", "/var/tmp")
+
+
+def _get(config: dict, key: str):
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _set(config: dict, key: str, value) -> None:
+    *parents, last = key.split(".")
+    node = config
+    for part in parents:
+        node = node[part]
+    node[last] = value
+
+
+def home_directories() -> set[str]:
+    """/root and this user's home directories ($HOME, the password database's); every
+    /home/<user> counts as well (see :func:`system_location`).  Not every user's: listing
+    them all may ask a directory service for thousands."""
+    import pwd
+
+    homes = {"/root", os.path.expanduser("~")}
+    try:
+        homes.add(pwd.getpwuid(os.getuid()).pw_dir)
+    except KeyError:  # a uid without an entry (some containers)
+        pass
+    return {os.path.normpath(h) for h in homes if h.startswith("/")}
+
+
+def system_location(path: str, homes: set[str]) -> str | None:
+    """What makes the absolute, normalised *path* a place the pipeline must not write, or None."""
+    if path == "/":
+        return "the root directory"
+    parts = path.strip("/").split("/")
+    top = "/" + parts[0]
+    if top in SYSTEM_TREES or re.fullmatch(r"lib(32|64|x32)?", parts[0]):
+        return f"inside the system tree {top}" if len(parts) > 1 else f"the system directory {top}"
+    if path in homes or (top == "/home" and len(parts) == 2):
+        return "a home directory itself"
+    if path in SHARED_ROOTS:
+        return "a directory the whole system shares"
+    return None
+
+
+def _character_problem(key: str, raw: str) -> str | None:
+    control = sorted({repr(c) for c in raw if ord(c) < 32 or ord(c) == 127})
+    if control:
+        return f"{key}: {raw!r} holds control characters ({', '.join(control)}); give a plain path"
+    bad = sorted(set(raw) & UNQUOTABLE)
+    if bad:
+        return (f"{key}: {raw!r} holds {' '.join(bad)}, which make or the shell cannot quote; "
+                "rename the directory (letters, digits, spaces, . _ - + , @ = are fine; ~ is expanded)")
+    if raw.startswith("-"):
+        return f"{key}: {raw!r} starts with '-', which a command reads as an option; write ./{raw}"
+    return None
+
+
+def path_problem(key: str, raw: str, *, written: bool, homes: set[str]) -> tuple[str | None, str]:
+    """(the problem of path *raw* of *key* or None, the path the pipeline uses: ~ expanded, normalised)."""
+    problem = _character_problem(key, raw)
+    if problem:
+        return problem, raw
+    expanded = os.path.expanduser(raw)
+    if expanded.startswith("~"):
+        return f"{key}: {raw!r}: no such user for ~ (write the home directory out)", raw
+    if ".." in expanded.split("/"):
+        if written:
+            return (f"{key}: {raw!r} has a '..' component; give the directory without it "
+                    "(absolute, or below the working directory)"), raw
+        return None, expanded
+    expanded = os.path.normpath(expanded)
+    if expanded.startswith("-"):  # "./-x" stays "./-x": "-x" would read as an option
+        expanded = "./" + expanded
+    if not written:
+        return None, expanded
+    absolute = os.path.abspath(expanded)
+    real = os.path.realpath(absolute)
+    for candidate in dict.fromkeys((absolute, real)):
+        what = system_location(candidate, homes)
+        if what:
+            via = f" (it resolves to {candidate})" if candidate != expanded else ""
+            return (f"{key}: {raw!r}{via} is {what}, where the pipeline must not write; "
+                    "give a directory of its own, e.g. ~/guestio/... or /var/tmp/guestio"), expanded
+    return None, expanded
+
+
+def normalise_paths(config: dict) -> list[str]:
+    """Expand ~ in every path key of *config*, in place, and return the problems of the paths.
+
+    The expanded, normalised path is what every rule then reads from the config
+    (a ~ left as it is would become a directory named ~ in the working directory).
+    """
+    homes = home_directories()
+    problems = []
+    for keys, written in ((WRITTEN_PATH_KEYS, True), (READ_PATH_KEYS, False)):
+        for key in keys:
+            raw = _get(config, key)
+            if not isinstance(raw, str) or raw == "":
+                continue
+            problem, path = path_problem(key, raw, written=written, homes=homes)
+            if problem:
+                problems.append(problem)
+            else:
+                _set(config, key, path)
+    return problems
+
+
+def subnet_problems(config: dict) -> list[str]:
+    """network.subnet must be a private IPv4 network address with room for the testbed's 3 hosts.
+
+    Its addresses are given to HostA, HostB and the guest inside the testbed's own
+    namespaces: a public range would shadow real hosts for them, host bits set or
+    too small a range stop the network jobs only after every disk job has run.
+    """
+    import ipaddress
+
+    subnet = _get(config, "network.subnet")
+    if subnet is None:
+        return []
+    try:
+        net = ipaddress.ip_network(subnet, strict=False)
+    except ValueError as exc:
+        return [f"network.subnet: {subnet!r} is not an IPv4 network ({exc})"]
+    if ipaddress.ip_interface(subnet).ip != net.network_address:
+        return [f"network.subnet: {subnet!r} has host bits set; write its network address, {net}"]
+    special = next((what for what, flag in (("loopback", net.is_loopback), ("link-local", net.is_link_local),
+                                             ("multicast", net.is_multicast), ("reserved", net.is_reserved),
+                                             ("unspecified", net.is_unspecified)) if flag), None)
+    if net.version != 4 or not net.is_private or special:
+        kind = f"a {special} range" if special else "not a private IPv4 range"
+        return [f"network.subnet: {subnet!r} is {kind}; use one inside 10.0.0.0/8, 172.16.0.0/12 "
+                "or 192.168.0.0/16 (the default is 10.210.0.0/24)"]
+    if net.num_addresses - 2 < 3:
+        return [f"network.subnet: {subnet!r} has room for fewer than the testbed's 3 hosts; use a /29 or larger"]
+    return []
+
+
+#: Kernel patch layers: workflow/kernel/layers/<layer>/*.patch.
+KERNEL_LAYERS_ROOT = Path(__file__).resolve().parents[1] / "kernel" / "layers"
+
+
+def patch_problems(config: dict, kernel_layers_root: Path = KERNEL_LAYERS_ROOT,
+                   qemu_layers_root: Path = QEMU_LAYERS_ROOT) -> list[str]:
+    """Every .patch of a layer a kernel or QEMU variant uses must be a unified diff.
+
+    patch(1) would say so only when the variant is built, possibly hours into a run.
+    """
+    from guestio.build.patches import unified_diff_problem
+
+    uses = [(f"variants.{v}", Path(kernel_layers_root), layers) for v, layers in config.get("variants", {}).items()]
+    qemu = config.get("qemu") or {}
+    if qemu.get("binary", "build") == "build":
+        uses += [(f"qemu.variants.{v}", Path(qemu_layers_root), layers or [])
+                 for v, layers in (qemu.get("variants") or {}).items()]
+    problems, seen = [], set()
+    for key, root, layers in uses:
+        for layer in layers:
+            for patch in sorted((root / layer).glob("*.patch")):
+                if patch in seen:
+                    continue
+                seen.add(patch)
+                why = unified_diff_problem(patch)
+                if why:
+                    problems.append(f"{key}: layer {layer!r}: {patch} is not a usable patch: {why}")
+    return problems
+
+
+def artifact_problems(config: dict) -> list[str]:
+    """report.artifacts may name only artifacts of the claims file."""
+    wanted = _get(config, "report.artifacts")
+    if not wanted:
+        return []
+    from guestio.analysis.claims import load_artifacts
+
+    known = list(load_artifacts())
+    return [f"report.artifacts: {a!r} is not an artifact of workflow/guestio/analysis/claims.yaml; "
+            f"artifacts: {', '.join(known)}" for a in wanted if a not in known]
+
+
+def exit_window_problems(config: dict) -> list[str]:
+    """network.exits.window must be a window the exit run's guest opens (one per test it runs).
+
+    Otherwise Table 2's ranked table would be empty, found only after the run.
+    """
+    net = config.get("network") or {}
+    window = _get(config, "network.exits.window")
+    if window is None or not all(k in net for k in ("ping", "netperf", "iperf3")):
+        return []
+    from guestio.workloads.netbench import plan
+
+    class _Anywhere:  # plan() only puts the addresses into command lines
+        hosta = hostb = guest = "0.0.0.0"
+
+    windows = [s.name for s in plan(net, _Anywhere, target="guest", tests=net["exits"].get("tests"))]
+    if window in windows:
+        return []
+    return [f"network.exits.window: {window!r} is not a window of the exit run; the guest opens one per test "
+            f"of network.exits.tests: {', '.join(windows)}"]
+
+
+def input_problems(config: dict, **layer_roots) -> list[str]:
+    """Every problem of the paths (normalised in place), the subnet, the patches, the report's
+    artifacts and the exit window, each naming its key."""
+    return (normalise_paths(config) + subnet_problems(config) + patch_problems(config, **layer_roots)
+            + artifact_problems(config) + exit_window_problems(config))
+
+
+def check_inputs(config: dict, **layer_roots) -> None:
+    """Raise ConfigError listing every problem of :func:`input_problems` (after the schema's defaults)."""
+    problems = input_problems(config, **layer_roots)
+    if problems:
+        raise ConfigError(f"refused configuration ({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n"
                           + "\n".join(f"  - {p}" for p in problems))

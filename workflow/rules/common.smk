@@ -24,6 +24,9 @@ try:
     guestio.config.check_variants(config, LAYERS_ROOT)
     # Fills in the schema's defaults.
     validate(config, "../schemas/config.schema.yaml")
+    # Paths (~ expanded here, in config, for every rule), the subnet, the patches, the
+    # report's artifacts, the exit window: refused before anything is written.
+    guestio.config.check_inputs(config)
     # Values that are each valid but cannot work together: before any job.
     guestio.config.check_consistency(config, image_mib=guestio.config.image_size_mib(config["results_dir"]))
 except guestio.config.ConfigError as error:

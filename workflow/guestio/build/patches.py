@@ -63,6 +63,58 @@ def patched_files(patch: Path, strip: int = 1) -> list[str]:
     return files
 
 
+_HUNK_HEADER = re.compile(r"^@@ -\d+(?:,(\d+))? \+\d+(?:,(\d+))? @@")
+
+
+def unified_diff_problem(patch: Path) -> str | None:
+    """Why *patch* is not a well-formed unified diff, or None if it is.
+
+    Read without a source tree (so it can run before any job): every file needs a
+    ``--- ``/``+++ `` header followed by ``@@`` hunks whose line counts match their
+    bodies.  Free text outside a file's hunks (a commit message, ``diff --git`` and
+    ``index`` lines, a signature) is allowed, as patch(1) allows it.
+    """
+    lines = Path(patch).read_text(errors="replace").splitlines()
+    files, i = 0, 0
+    while i < len(lines):
+        if not (lines[i].startswith("--- ") and i + 1 < len(lines) and lines[i + 1].startswith("+++ ")):
+            i += 1
+            continue
+        header_line, i, hunks = i + 1, i + 2, 0
+        while i < len(lines) and (m := _HUNK_HEADER.match(lines[i])):
+            hunk_line = i + 1
+            old, new = int(m.group(1) or 1), int(m.group(2) or 1)
+            i += 1
+            while old > 0 or new > 0:
+                if i >= len(lines):
+                    return (f"the hunk at line {hunk_line} is cut short: the file ends before its last lines "
+                            f"({old} old and {new} new still missing)")
+                body = lines[i]
+                if body.startswith("\\"):  # "\ No newline at end of file"
+                    pass
+                elif body == "" or body.startswith(" "):  # context (an empty line: its space was stripped)
+                    old, new = old - 1, new - 1
+                elif body.startswith("-"):
+                    old -= 1
+                elif body.startswith("+"):
+                    new -= 1
+                else:
+                    return (f"the hunk at line {hunk_line} ends early at line {i + 1} ({body[:40]!r}): "
+                            "its @@ line counts more lines than it has")
+                if old < 0 or new < 0:
+                    return f"the hunk at line {hunk_line} has more lines than its @@ line counts"
+                i += 1
+            while i < len(lines) and lines[i].startswith("\\"):
+                i += 1
+            hunks += 1
+        if hunks == 0:
+            return f"the file header at line {header_line} has no @@ hunk after it"
+        files += 1
+    if files == 0:
+        return "not a unified diff: no '--- '/'+++ ' file header followed by an '@@' hunk"
+    return None
+
+
 def _break_hardlink(path: Path) -> None:
     if path.is_file() and path.stat().st_nlink > 1:
         tmp = path.with_name(path.name + ".guestio-copy")
