@@ -126,9 +126,24 @@ def render_spec(workflow, repo: Path, rule_name: str, wildcards: Mapping[str, st
                       for x in d["items"]]
         return d
 
+    output = conv(outputs)
     return {"rule": rule_name, "wildcards": wc, "script": _relative(str(script_path), repo),
-            "input": conv(inputs), "output": conv(outputs), "log": conv(log),
-            "params": {name: _jsonable(value) for name, value in params.items()}}
+            "input": conv(inputs), "output": output, "log": conv(log),
+            "params": {name: _jsonable(value) for name, value in params.items()},
+            "volatile": volatile_keys(output["items"])}
+
+
+#: Keys of a provenance record that name the checkout the run was made in (its git commit and
+#: whether the tree was dirty): re-rendered from the bundle's ``git archive`` copy, which has no
+#: history, they cannot come out the same, so rerender.py compares such a file without them (the
+#: bundle's workflow.json records the commit).
+CHECKOUT_KEYS = ("guestio",)
+
+
+def volatile_keys(outputs: Iterable) -> dict[str, list[str]]:
+    """{output: top-level JSON keys rerender.py leaves out of the comparison} for provenance outputs."""
+    flat = [y for x in outputs for y in (x if isinstance(x, list) else [x])]
+    return {o: list(CHECKOUT_KEYS) for o in flat if o.endswith("provenance.json")}
 
 
 def existing_specs(specs: list[dict]) -> list[dict]:
@@ -161,19 +176,75 @@ def classify(path: Path) -> str:
         return "skip"
 
 
-def results_files(results: str | os.PathLike, exclude: Iterable[str] = ()) -> tuple[list[str], list[str]]:
-    """(included, external) files under the results dir, sorted, paths as given (relative)."""
-    excluded = {os.path.normpath(os.path.abspath(e)) for e in exclude}
+def _spec_paths(specs: Iterable[dict]) -> list[str]:
+    """Every non-repository input and output a rendering job names (render.json)."""
+    out = []
+    for spec in specs:
+        for key in ("input", "output", "log"):
+            for item in (spec.get(key) or {}).get("items", []):
+                out += [p for p in (item if isinstance(item, list) else [item]) if not p.startswith("repo:")]
+    return out
+
+
+def _job_key(record: Mapping) -> tuple:
+    return record.get("rule"), record.get("job_hash"), record.get("starttime")
+
+
+def produced_files(records: Mapping[str, dict], workdir: str | os.PathLike = ".") -> tuple[set[str], set[str]]:
+    """(files, job directories) that Snakemake's records say this workflow wrote, as absolute paths.
+
+    Files: every recorded output and the logs of its job.  Job directories: the directory of a
+    recorded output when every recorded output in it belongs to that one job (a run's own
+    directory: its undeclared raw files, serial log, guest results, are bundled with it); a
+    directory that several jobs write into (tables/, figures/, the results dir) is not one."""
+    base = Path(workdir).absolute()
+    files: set[str] = set()
+    jobs_in_dir: dict[str, set] = {}
+    for path, record in records.items():
+        full = os.path.normpath(base / path)
+        files.add(full)
+        if os.path.isdir(full):   # a directory() output: all of it is the job's
+            jobs_in_dir.setdefault(full, set()).add(_job_key(record))
+        files.update(os.path.normpath(base / log) for log in record.get("log") or [])
+        jobs_in_dir.setdefault(os.path.dirname(full), set()).add(_job_key(record))
+    dirs = {d for d, jobs in jobs_in_dir.items() if len(jobs) == 1}
+    return files, dirs
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def results_files(results: str | os.PathLike, produced: Iterable[str] = (), job_dirs: Iterable[str] = (),
+                  exclude: Iterable[str] = ()) -> tuple[list[str], list[str]]:
+    """(included, external) files of the results dir that the workflow produced, sorted, spelt
+    as ``results`` is (relative stays relative).
+
+    Only ``produced`` files (absolute paths: recorded outputs and logs, the bundle rule's inputs,
+    the rendering jobs' files) and the files of ``job_dirs`` below the results dir (not the
+    results dir itself); never a symbolic link, nor a file whose real path leaves the results dir.
+    Whatever else lies in the results dir (a stray file, or the host's own files when results_dir
+    names a system directory) stays out."""
+    root = os.path.normpath(os.path.abspath(results))
+    real_root = os.path.realpath(root)
+    excluded = [os.path.normpath(os.path.abspath(e)) for e in exclude]
+    wanted = {os.path.normpath(os.path.abspath(p)) for p in produced}
+    for d in job_dirs:
+        d = os.path.normpath(os.path.abspath(d))
+        if d == root or not _inside(d, root) or not os.path.isdir(d) or os.path.islink(d):
+            continue
+        for dirpath, dirs, names in os.walk(d):
+            dirs[:] = [x for x in dirs if not x.startswith(".")]
+            wanted.update(os.path.join(dirpath, n) for n in names)
     inc, ext = [], []
-    for dirpath, dirs, files in os.walk(results):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                         and os.path.normpath(os.path.abspath(os.path.join(dirpath, d))) not in excluded)
-        for name in sorted(files):
-            p = Path(dirpath) / name
-            if os.path.normpath(os.path.abspath(p)) in excluded or p.is_symlink():
-                continue
-            kind = classify(p)
-            (inc if kind == "include" else ext if kind == "external" else []).append(str(p))
+    for full in sorted(wanted):
+        if not _inside(full, root) or full == root or any(_inside(full, e) for e in excluded):
+            continue
+        if os.path.islink(full) or not os.path.isfile(full) or not _inside(os.path.realpath(full), real_root):
+            continue
+        p = Path(os.path.join(str(results), os.path.relpath(full, root)))
+        kind = classify(p)
+        (inc if kind == "include" else ext if kind == "external" else []).append(str(p))
     return inc, ext
 
 
@@ -312,8 +383,13 @@ def _git(repo: Path, *args: str, binary: bool = False):
 
 def build(*, results: str, repo: str | os.PathLike, out: str | os.PathLike, config: Mapping,
           configfiles: Iterable[str], render: str | os.PathLike, workdir: str | os.PathLike = ".",
-          exclude: Iterable[str] = (), log=None) -> dict:
-    """Write the bundle archive ``out``; returns a summary (counts, sizes)."""
+          declared: Iterable[str] = (), exclude: Iterable[str] = (), log=None) -> dict:
+    """Write the bundle archive ``out``; returns a summary (counts, sizes).
+
+    What goes in from the results dir is what the workflow produced there: the outputs and logs
+    Snakemake recorded in ``workdir``'s metadata (with their jobs' own directories), the files
+    ``declared`` (the bundle rule's inputs) and every file a rendering job of ``render`` names;
+    nothing else that happens to lie in the results dir."""
     repo, out = Path(repo), Path(out)
     say = log or (lambda msg: None)
     import tempfile
@@ -346,7 +422,12 @@ def build(*, results: str, repo: str | os.PathLike, out: str | os.PathLike, conf
                 shutil.copy2(repo / f, stage / "envs" / Path(f).name)
         # Data, provenance, logs, figures, tables.
         # Not the bundle's own directory (earlier bundles, render.json: copied below).
-        included, external = results_files(results, exclude=[str(out.parent), *exclude])
+        records = load_records(workdir)
+        produced, job_dirs = produced_files(records, workdir)
+        specs = json.loads(Path(render).read_text())
+        wanted = produced | {os.path.abspath(Path(workdir) / p) for p in [*declared, *_spec_paths(specs)]}
+        included, external = results_files(results, produced=wanted, job_dirs=job_dirs,
+                                           exclude=[str(out.parent), *exclude])
         for f in included:
             dest = stage / "files" / os.path.normpath(f)
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -357,7 +438,6 @@ def build(*, results: str, repo: str | os.PathLike, out: str | os.PathLike, conf
         shutil.copy2(Path(__file__).with_name("rerender.py"), stage / "rerender.py")
         say(f"bundle: {len(included)} files included, {len(external)} named and hashed")
         # RO-Crate, then the manifest of everything else.
-        records = load_records(workdir)
         staged = sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
         starts = [r["starttime"] for k, r in records.items() if r.get("starttime") and f"files/{k}" in staged]
         ends = [r["endtime"] for k, r in records.items() if r.get("endtime") and f"files/{k}" in staged]

@@ -66,6 +66,7 @@ sm.params = Params(job["params"])
 sm.wildcards = Params(job["wildcards"])
 sm.config = job.get("config", {})
 sm.threads, sm.rule = 1, job["rule"]
+sm.scriptdir = job["scriptdir"]
 sm.resources = Params({})
 sys.argv = [job["script"]]
 runpy.run_path(job["script"], init_globals={"snakemake": sm}, run_name="__main__")
@@ -89,6 +90,15 @@ def _text_diff(a: Path, b: Path, limit: int = 40) -> str:
         return "      (binary)"
     lines = list(difflib.unified_diff(old, new, "bundled", "re-rendered", lineterm="", n=1))
     return "\n".join("      " + line for line in lines[:limit])
+
+
+def _json_without(path: Path, keys: list[str]):
+    """A JSON record without the keys an offline re-render cannot reproduce; None if not JSON."""
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return {k: v for k, v in record.items() if k not in keys} if isinstance(record, dict) else record
 
 
 def _flat(record: dict) -> list[str]:
@@ -157,6 +167,7 @@ def run(bundle: Path, out: Path, keep: bool = False) -> int:
             job = dict(spec)
             job["script"] = str(tree / spec["script"][len("repo:"):]) if spec["script"].startswith("repo:") \
                 else spec["script"]
+            job["scriptdir"] = str(Path(job["script"]).parent)
             for key in ("input", "output", "log"):
                 job[key] = {"items": [[_local(y) for y in x] if isinstance(x, list) else _local(x)
                                       for x in spec[key]["items"]], "names": spec[key]["names"]}
@@ -180,6 +191,15 @@ def run(bundle: Path, out: Path, keep: bool = False) -> int:
                 if not bundled.is_file():
                     print(f"FAIL  {path}: re-rendered, but the bundle has no such file to compare with")
                     failures += 1
+                elif path in (spec.get("volatile") or {}):
+                    keys = spec["volatile"][path]
+                    again = _json_without(made, keys)
+                    if again is None or again != _json_without(bundled, keys):
+                        print(f"DIFF  {path}: re-rendered record differs from the bundled one (beyond {', '.join(keys)})")
+                        print(_text_diff(bundled, made))
+                        failures += 1
+                    else:
+                        print(f"same  {path} (but {', '.join(keys)}: the run's checkout, see workflow.json)")
                 elif sha256(made) != sha256(bundled):
                     print(f"DIFF  {path}: re-rendered bytes differ from the bundled file")
                     print(_text_diff(bundled, made))
@@ -192,7 +212,8 @@ def run(bundle: Path, out: Path, keep: bool = False) -> int:
         else:
             shutil.rmtree(scratch, ignore_errors=True)
     print(f"{checked} outputs of {len(specs)} rendering jobs re-rendered into {out}; "
-          + ("all byte-identical to the bundle." if not failures else f"{failures} problem(s)."))
+          + ("all byte-identical to the bundle (provenance records: but for the run's checkout)."
+             if not failures else f"{failures} problem(s)."))
     return 0 if failures == 0 else 1
 
 
