@@ -241,3 +241,38 @@ sys.stdin.readline()
         if holder.poll() is None:
             holder.kill()
         holder.wait()
+
+
+# --- tracefs instances of killed KVM exit runs ----------------------------------------------------
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_killed_runs_trace_instance_is_swept_a_live_ones_kept(tmp_path):
+    root = tmp_path / "tracing"
+    instances = root / "instances"
+    dead, live = instances / f"guestio-{_dead_pid()}", instances / f"guestio-{os.getpid()}"
+    foreign, unnamed = instances / "perf-tool", instances / "guestio"
+    for d in (dead, live, foreign, unnamed):
+        d.mkdir(parents=True)
+    said = []
+    swept = lifetime.sweep_stale_trace_instances([root], log=said.append)
+    assert swept == [dead] and not dead.exists()
+    assert live.is_dir() and foreign.is_dir() and unnamed.is_dir()
+    assert said and str(dead) in said[0]
+
+
+def test_a_trace_instance_that_cannot_be_removed_is_reported_with_what_to_do(tmp_path):
+    instance = tmp_path / "instances" / f"guestio-{_dead_pid()}"
+    instance.mkdir(parents=True)
+    (instance / "trace").write_text("busy")   # a plain directory with files: rmdir fails
+    said = []
+    assert lifetime.sweep_stale_trace_instances([tmp_path], log=said.append) == []
+    assert instance.is_dir() and any(f"rmdir {instance}" in s for s in said)
+
+
+def test_no_tracefs_is_nothing_to_sweep(tmp_path):
+    assert lifetime.sweep_stale_trace_instances([tmp_path / "not-mounted"]) == []

@@ -37,7 +37,9 @@ the exception goes on.
 
 :func:`clear_stale_snakemake_locks` (called by workflow/rules/common.smk when
 the workflow is parsed) removes the locks of a Snakemake that was killed
-outright, so that the next invocation starts and redoes the work.
+outright, so that the next invocation starts and redoes the work;
+:func:`sweep_stale_trace_instances` (called there too) removes the tracefs
+instances of KVM exit runs whose QEMU was killed with them.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from typing import Callable, Sequence
 
 __all__ = ["Terminated", "die_with_snakemake", "find_snakemake", "descendants",
            "stop_descendants", "run", "snakemake_processes", "record_snakemake_locks",
-           "clear_stale_snakemake_locks"]
+           "clear_stale_snakemake_locks", "sweep_stale_trace_instances"]
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 TERM_GRACE_S = 10.0   # SIGTERM -> SIGKILL for children still alive at exit
@@ -443,3 +445,63 @@ def clear_stale_snakemake_locks(workdir: os.PathLike | str,
         log(f"removed {len(stale)} stale Snakemake lock file(s) ({', '.join(p.name for p in stale)}) in "
             f"{workdir / '.snakemake' / 'locks'}: the Snakemake that held them was killed")
     return stale
+
+
+# --------------------------------------------------------------------------
+# Host state of a killed run: KVM exit tracing's tracefs instances
+
+#: Where tracefs is mounted (guestio.exits.kvm.KvmTracer.default_root looks in the same places).
+TRACEFS_ROOTS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+#: A KVM exit run's instance is named after the QEMU process it traces (KvmExitTracer).
+_TRACE_INSTANCE = "guestio-"
+
+
+def _instance_owner(name: str) -> int | None:
+    """The pid an instance of ours is named after; None for an instance that is not ours."""
+    if not name.startswith(_TRACE_INSTANCE) or not name[len(_TRACE_INSTANCE):].isdigit():
+        return None
+    return int(name[len(_TRACE_INSTANCE):])
+
+
+def _remove_trace_instance(instance: Path) -> None:
+    """Stop the instance's tracing, then remove it: on tracefs, rmdir frees its buffers
+    (the kernel refuses while a reader holds it open: that is reported, not hidden)."""
+    switch = instance / "tracing_on"
+    if switch.is_file():   # never create it: outside tracefs that would be a file of our own
+        with contextlib.suppress(OSError):
+            switch.write_text("0")
+    instance.rmdir()
+
+
+def sweep_stale_trace_instances(roots: Sequence[os.PathLike | str] | None = None,
+                                log: Callable[[str], None] = _say) -> list[Path]:
+    """Remove the tracefs instances (``instances/guestio-<pid>``) whose QEMU is gone; returns them.
+
+    A KVM exit run sets up a trace instance of its own and tears it down when the VM stops; a
+    run killed outright (SIGKILL, a crash, the host's OOM killer) cannot, and the instance keeps
+    its per-CPU buffers (``buffer_size_kb`` each: 64 MiB a CPU by default) and its event
+    filters until the host reboots.  An instance is stale when the process it is named after no
+    longer runs; instances of a live run and any instance not named by guestio are left alone.
+    ``roots``: the tracefs mounts to look in (default :data:`TRACEFS_ROOTS`; a fake one in tests).
+    """
+    swept = []
+    for root in (TRACEFS_ROOTS if roots is None else [Path(r) for r in roots]):
+        try:
+            instances = sorted(Path(root, "instances").iterdir())
+        except OSError:   # not mounted, not root, no instances directory: nothing of ours there
+            continue
+        for instance in instances:
+            owner = _instance_owner(instance.name)
+            if owner is None or _alive(owner) or not instance.is_dir():
+                continue
+            try:
+                _remove_trace_instance(instance)
+            except OSError as exc:
+                log(f"could not remove the tracefs instance {instance} left by a killed KVM exit run "
+                    f"(QEMU pid {owner}): {exc}; remove it with: rmdir {instance}")
+                continue
+            swept.append(instance)
+    if swept:
+        log(f"removed {len(swept)} tracefs instance(s) left by killed KVM exit runs: "
+            + ", ".join(str(p) for p in swept))
+    return swept
