@@ -34,6 +34,8 @@ except guestio.config.ConfigError as error:
 
 # A Snakemake killed outright (SIGKILL) leaves its locks; the next one removes them.
 guestio.lifetime.clear_stale_snakemake_locks(Path.cwd())
+# ... and a KVM exit run killed with it, its tracefs instance (buffers, event filters).
+guestio.lifetime.sweep_stale_trace_instances()
 
 
 # Snakemake's own locks do not keep two runs on one results_dir apart (the first to end
