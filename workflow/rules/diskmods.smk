@@ -18,8 +18,12 @@ register_table("coalesce", disk_vm_runs(COALESCE_SIDES.values(), reps=DISKMODS_R
                experiment="disk", config_sections=["disk", "diskmods"])
 
 SCHED = DISKMODS["sched"]
+# The host schedulers as they run on this host: diskmods.sched.host with what the kernel does
+# not offer replaced by diskmods.sched.host_fallback (resolved once, guestio.hostprobe); the run
+# path names the one used (host-<scheduler>).
+SCHED_HOSTS = HOST_PROBE.host_schedulers
 SCHED_CONDITIONS = [disk_condition(variant=SCHED["variant"], gsched=g, hsched=h)
-                    for h in SCHED["host"] for g in SCHED["guest"]]
+                    for h in SCHED_HOSTS for g in SCHED["guest"]]
 register_table("sched", disk_vm_runs(SCHED_CONDITIONS, reps=DISKMODS_REPS),
                variants=conditions_variants(SCHED_CONDITIONS), qemus=conditions_qemus(SCHED_CONDITIONS),
                experiment="disk", config_sections=["disk", "diskmods"])

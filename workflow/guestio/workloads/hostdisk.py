@@ -16,9 +16,10 @@ gets its data disk on a loop device made for it:
   back; the guest's QEMU gets ``/dev/loopN`` as its disk.
 
 After the run, however it ended (error, SIGINT/SIGTERM through
-:func:`guestio.lifetime.die_with_snakemake`), the device is detached, the backing file
-and its lock are deleted: nothing is left, and the scheduler, a property of the device,
-goes with it.  A run killed outright (SIGKILL) cannot tidy up; its device is detached by
+:func:`guestio.lifetime.die_with_snakemake`), the device's scheduler is set back to what it
+was (a loop device outlives its binding, and its scheduler with it: the next user of
+/dev/loopN would otherwise inherit S), the device is detached, the backing file and its
+lock are deleted: nothing is left.  A run killed outright (SIGKILL) cannot tidy up; its device is detached by
 the kernel once QEMU and the job are gone (autoclear), and whatever is still there -- a
 device, a backing file -- is removed by the next run (:func:`sweep_stale`: a backing file
 whose lock nobody holds belongs to a dead run).
@@ -186,6 +187,15 @@ def sweep_stale(say: Callable[[str], None] = _say_nothing, directory: Path | Non
     return removed
 
 
+def _restore_scheduler(device: str, previous: str, say: Callable[[str], None]) -> None:
+    """Set the device's scheduler back to *previous*: it stays with /dev/loopN after the detach."""
+    try:
+        if offered_schedulers(device)[0] != previous:
+            (SYS_BLOCK / Path(device).name / "queue" / "scheduler").write_text(previous)
+    except OSError as e:
+        say(f"host disk: could not set {device}'s scheduler back to {previous}: {e}")
+
+
 def _copy_sparse(src: Path, dest: Path) -> None:
     subprocess.run(["cp", "--sparse=always", "--reflink=auto", str(src), str(dest)], check=True)
 
@@ -221,8 +231,8 @@ def loop_disk(image: os.PathLike | str, backing: os.PathLike | str, scheduler: s
     """A loop device with host scheduler *scheduler* on a sparse copy of *image*.
 
     The copy is *backing* (its name must start with :data:`BACKING_PREFIX`).  Leftovers of
-    killed runs are swept first.  On exit, however it happens, the device is detached and
-    the copy and its lock are removed.
+    killed runs are swept first.  On exit, however it happens, the device's scheduler is set
+    back to what it was, the device is detached and the copy and its lock are removed.
     """
     _require_root()
     if not _SCHEDULER_RE.match(scheduler) or scheduler == FILE:
@@ -237,7 +247,7 @@ def loop_disk(image: os.PathLike | str, backing: os.PathLike | str, scheduler: s
     started = time.monotonic()
     lock = _lock_file(backing)
     lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    device = None
+    device = previous = None
     backing_fd = holder = None
     try:
         fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -250,6 +260,7 @@ def loop_disk(image: os.PathLike | str, backing: os.PathLike | str, scheduler: s
         backing_fd = None
         name = Path(device).name
         effective, offered = offered_schedulers(device)
+        previous = effective
         if scheduler not in offered:
             raise HostDiskError(f"host scheduler {scheduler!r} is not offered for {device} by this host's "
                                 f"kernel (offered: {', '.join(offered)})")
@@ -268,6 +279,8 @@ def loop_disk(image: os.PathLike | str, backing: os.PathLike | str, scheduler: s
             if backing_fd is not None:
                 os.close(backing_fd)
             if device is not None:
+                if previous is not None:
+                    _restore_scheduler(device, previous, say)
                 _detach(device)
                 if holder is not None:
                     os.close(holder)
