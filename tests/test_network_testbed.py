@@ -4,6 +4,7 @@ before.  The VM cases boot a real TCG guest on the testbed (the pipeline's net k
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -61,6 +62,44 @@ def test_testbed_links_hosts_and_leaves_nothing(machine_state):
         assert testbed.machine_network_state()["links"] == machine_state["links"]
         assert testbed.machine_network_state()["routes"] == machine_state["routes"]
     assert not ns & set(testbed.guestio_namespaces())
+
+
+def _guestio_files_in_run_and_tmp() -> list[str]:
+    import tempfile
+    found = [str(p) for p in (testbed.NETNS_DIR, testbed.LOCK_DIR) if p.exists()]
+    return found + [str(p) for p in Path(tempfile.gettempdir()).glob(f"{testbed.TMP_PREFIX}*")]
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["finished", "failed"])
+def test_a_testbed_leaves_nothing_in_run_and_tmp(machine_state, fails):
+    before = _guestio_files_in_run_and_tmp()
+    assert not before, f"left by an earlier run: {before}"
+    with pytest.raises(RuntimeError, match="boom") if fails else contextlib.nullcontext():
+        with Testbed(log=lambda m: None) as tb:
+            wrapper = Path(tb.qemu_wrapper("/usr/bin/true"))
+            assert wrapper.is_file() and testbed.NETNS_DIR.is_dir() and testbed.LOCK_DIR.is_dir()
+            if fails:
+                raise RuntimeError("boom")
+    assert _guestio_files_in_run_and_tmp() == []
+    assert testbed._netns_mounts() == 0
+
+
+def test_a_killed_testbeds_tmp_dir_goes_with_the_sweep(machine_state, tmp_path):
+    script = tmp_path / "holder.py"
+    script.write_text(_HOLDER.replace('print("READY"', 'tb.qemu_wrapper("/usr/bin/true"); print("READY"'))
+    proc = subprocess.Popen([PYTHON, str(script), str(os.getpid())], stdout=subprocess.PIPE, text=True)
+    try:
+        while "READY" not in proc.stdout.readline():
+            assert proc.poll() is None, "the holder died before its testbed was up"
+        proc.kill()
+        proc.wait()
+        assert len(_guestio_files_in_run_and_tmp()) == 3     # /run/netns, /run/guestio-net, the wrapper's dir
+        testbed.cleanup_stale(log=lambda m: None)
+        assert _guestio_files_in_run_and_tmp() == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_failure_inside_the_testbed_tears_it_down(machine_state):

@@ -30,6 +30,12 @@ machine::
   an flock on ``/run/guestio-net/<tag>.lock`` while it lives, and the next testbed
   (or :func:`cleanup_stale`) removes every ``guestio-net-*`` namespace whose lock
   is free before it builds its own.
+* What the testbeds leave in /run and /tmp goes with them: the lock files, the QEMU wrapper's
+  directory (``/tmp/guestio-net-<tag>-*``), and, when the last testbed closes, ``/run/netns``
+  and ``/run/guestio-net`` as they were before the first one (``ip netns add`` creates
+  /run/netns and bind-mounts it on itself; that mount is undone).  Whether /run/netns was
+  there, and mounted, is noted in ``/run/guestio-net/netns-dir.json`` by the first testbed;
+  ``flock`` on /run itself keeps two testbeds' set-up and tear-down of these apart.
 * Namespaces need root (CAP_SYS_ADMIN, CAP_NET_ADMIN): :func:`require_root` refuses
   with a clear message otherwise.
 """
@@ -46,6 +52,8 @@ import shlex
 import signal
 import stat
 import subprocess
+import json
+import shutil
 import tempfile
 import threading
 import time
@@ -164,6 +172,8 @@ def machine_network_state() -> dict:
                     if "/run/netns" in ln.split()[4])
     return {
         "namespaces": namespaces,
+        "run_dirs": {str(d): d.is_dir() for d in (NETNS_DIR, LOCK_DIR)},
+        "tmp_dirs": sorted(d.name for d in Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}*")),
         "links": links,
         "addresses": sorted(out(["ip", "-o", "addr", "show"]).splitlines()),
         "routes": sorted(out(["ip", "route", "show", "table", "all"]).splitlines()),
@@ -212,8 +222,83 @@ def _delete_namespace(namespace: str) -> None:
         raise TestbedError(f"cannot delete namespace {namespace}: {r.stderr.strip()}")
 
 
-def cleanup_stale(log: Callable[[str], None] = print) -> list[str]:
-    """Remove the namespaces (and lock files) of testbeds whose owner is gone."""
+#: The first testbed's note of /run/netns as it found it: {"existed": bool, "mounted": bool}.
+NETNS_NOTE = LOCK_DIR / "netns-dir.json"
+TMP_PREFIX = NS_PREFIX   # the QEMU wrapper's directory: <tmp>/guestio-net-<tag>-XXXX
+
+
+@contextlib.contextmanager
+def _shared_dirs_lock():
+    """Serialise the set-up and tear-down of /run/guestio-net and /run/netns between testbeds
+    (flock on /run itself: no file of ours to leave behind)."""
+    fd = os.open(LOCK_DIR.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _netns_mounts() -> int:
+    """How many mounts sit on /run/netns itself (``ip netns add`` bind-mounts it on itself)."""
+    target = str(NETNS_DIR)
+    return sum(1 for ln in Path("/proc/self/mountinfo").read_text().splitlines() if ln.split()[4] == target)
+
+
+def _note_netns_dir() -> None:
+    """Before the first testbed: note whether /run/netns exists and is a mount (kept across a kill)."""
+    if not NETNS_NOTE.exists():
+        note = {"existed": NETNS_DIR.is_dir(), "mounted": NETNS_DIR.is_dir() and _netns_mounts() > 0}
+        tmp = NETNS_NOTE.with_name(NETNS_NOTE.name + ".tmp")
+        tmp.write_text(json.dumps(note) + "\n")
+        os.replace(tmp, NETNS_NOTE)
+
+
+def _live_testbeds() -> list[Path]:
+    return [lock for lock in LOCK_DIR.glob("*.lock") if lock_is_held(lock)] if LOCK_DIR.is_dir() else []
+
+
+def _restore_shared_dirs(log: Callable[[str], None]) -> None:
+    """With no testbed left: /run/netns and /run/guestio-net as the first testbed found them."""
+    if _live_testbeds() or guestio_namespaces():
+        return
+    try:
+        note = json.loads(NETNS_NOTE.read_text())
+    except (OSError, ValueError):
+        note = None
+    if note is not None:
+        if not note.get("mounted"):
+            for _ in range(_netns_mounts()):
+                r = _run(["umount", str(NETNS_DIR)], check=False)
+                if r.returncode != 0:
+                    log(f"could not unmount {NETNS_DIR} (ip netns mounted it): {r.stderr.strip()}; "
+                        f"run: umount {NETNS_DIR}")
+                    break
+        if not note.get("existed") and NETNS_DIR.is_dir() and _netns_mounts() == 0:
+            with contextlib.suppress(OSError):   # not empty: someone else's namespace is there now
+                NETNS_DIR.rmdir()
+        NETNS_NOTE.unlink(missing_ok=True)
+    if LOCK_DIR.is_dir():
+        for lock in LOCK_DIR.glob("*.lock"):
+            lock.unlink(missing_ok=True)   # none is held (above)
+        with contextlib.suppress(OSError):
+            LOCK_DIR.rmdir()
+
+
+def _stale_tmp_dirs() -> list[Path]:
+    """QEMU wrapper directories of testbeds whose owner is gone."""
+    stale = []
+    for d in Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}*"):
+        parts = d.name[len(TMP_PREFIX):].split("-")
+        if len(parts) >= 3 and d.is_dir() and not d.is_symlink() \
+                and not lock_is_held(LOCK_DIR / f"{parts[0]}-{parts[1]}.lock"):
+            stale.append(d)
+    return stale
+
+
+def cleanup_stale(log: Callable[[str], None] = print, restore: bool = True) -> list[str]:
+    """Remove the namespaces, lock files and temporary directories of testbeds whose owner is
+    gone; with ``restore`` and no testbed left, /run/netns and /run/guestio-net too."""
     removed = []
     for namespace in guestio_namespaces():
         tag = _tag_of(namespace)
@@ -227,6 +312,12 @@ def cleanup_stale(log: Callable[[str], None] = print) -> list[str]:
             if lock.stem not in live and not lock_is_held(lock):
                 with contextlib.suppress(FileNotFoundError):
                     lock.unlink()
+    for d in _stale_tmp_dirs():
+        log(f"removing {d} left by a run that was killed")
+        shutil.rmtree(d, ignore_errors=True)
+    if restore:
+        with _shared_dirs_lock():
+            _restore_shared_dirs(log)
     return removed
 
 
@@ -285,11 +376,13 @@ class Testbed:
             if not any(Path(d, tool).is_file() for d in os.environ.get("PATH", "/usr/sbin:/usr/bin").split(":")
                        + ["/usr/sbin", "/sbin", "/usr/bin"]):
                 raise TestbedError(f"{tool} not found (iproute2 / util-linux; see envs/debian-packages.txt)")
-        LOCK_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
-        cleanup_stale(self.log)
-        self._lock_fd = os.open(LOCK_DIR / f"{self.tag}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        os.write(self._lock_fd, f"{os.getpid()}\n".encode())
+        cleanup_stale(self.log, restore=False)
+        with _shared_dirs_lock():
+            LOCK_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
+            _note_netns_dir()
+            self._lock_fd = os.open(LOCK_DIR / f"{self.tag}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            os.write(self._lock_fd, f"{os.getpid()}\n".encode())
         try:
             self._build()
         except BaseException:
@@ -375,15 +468,15 @@ class Testbed:
                         errors.append(str(exc))
                 self._built = False
             if self._tmp is not None:
-                for f in self._tmp.iterdir():
-                    f.unlink()
-                self._tmp.rmdir()
+                shutil.rmtree(self._tmp, ignore_errors=True)
                 self._tmp = None
             if self._lock_fd is not None:
-                with contextlib.suppress(FileNotFoundError):
-                    (LOCK_DIR / f"{self.tag}.lock").unlink()
-                os.close(self._lock_fd)
-                self._lock_fd = None
+                with _shared_dirs_lock():
+                    with contextlib.suppress(FileNotFoundError):
+                        (LOCK_DIR / f"{self.tag}.lock").unlink()
+                    os.close(self._lock_fd)
+                    self._lock_fd = None
+                    _restore_shared_dirs(self.log)
             if errors:
                 raise TestbedError("; ".join(errors))
         finally:
@@ -463,7 +556,7 @@ class Testbed:
     def qemu_wrapper(self, qemu: str) -> str:
         """A path to give VMSpec.qemu: runs *qemu* inside HostB's namespace (nsenter, then exec)."""
         if self._tmp is None:
-            self._tmp = Path(tempfile.mkdtemp(prefix="guestio-net-"))
+            self._tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{self.tag}-"))
         wrapper = self._tmp / "qemu-system-x86_64"
         wrapper.write_text("#!/bin/sh\n# guestio.net.testbed: QEMU inside HostB's network namespace\n"
                            f"exec {shlex.join(self.enter('hostb'))} {shlex.quote(str(qemu))} \"$@\"\n")
