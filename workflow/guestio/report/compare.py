@@ -515,7 +515,7 @@ def _p_text(p: float) -> str:
 def condition_text(r: Row) -> str:
     c = r.condition
     if r.section == "claims":
-        return c.get("quantity", "")
+        return f"{r.table}: {c.get('quantity', '')}"
     head = " ".join(c[k] for k in ("target", "variant", "disk") if c.get(k, "-") != "-")
     rest = " ".join(f"{k}={c[k]}" for k in CONDITION if k not in ("target", "variant", "disk")
                     and c.get(k, "-") != "-")
@@ -541,8 +541,8 @@ HEADERS = ["condition", "quantity", "accelerator A / B", "A {centre} [95% CI] (n
            "B/A", "p", "sig", "note"]
 
 
-def headers(opts: Options) -> list[str]:
-    centre = "median" if opts.robust else "mean"
+def headers(opts: Options, section: str = "measurements") -> list[str]:
+    centre = "value" if section == "claims" else "median" if opts.robust else "mean"
     return [h.format(centre=centre) for h in HEADERS]
 
 
@@ -613,7 +613,7 @@ def markdown(c: Comparison) -> str:
         lines.append("Nothing: every provenance and config key both runs record is the same.")
     lines += ["", f"{c.provenance.same} keys are the same in both.", ""]
     for title, rows in groups(c):
-        lines += [f"## {title}", "", "| " + " | ".join(headers(c.opts)) + " |",
+        lines += [f"## {title}", "", "| " + " | ".join(headers(c.opts, rows[0].section)) + " |",
                   "|" + "---|" * len(HEADERS)]
         lines += ["| " + " | ".join(_md_cell(x) for x in table_cells(r)) + " |" for r in rows]
         lines.append("")
@@ -671,7 +671,7 @@ def html_page(c: Comparison) -> str:
     parts.append(f"<p>{c.provenance.same} keys are the same in both.</p>")
     for title_, rows in groups(c):
         parts.append(f"<h2>{html.escape(title_)}</h2>")
-        parts += _html_table(headers(c.opts), [(table_cells(r), "sig" if r.mark else "") for r in rows],
+        parts += _html_table(headers(c.opts, rows[0].section), [(table_cells(r), "sig" if r.mark else "") for r in rows],
                              numeric={3, 4, 5, 6})
     extra = list(c.notes) + [f"{side}: not a long-form measurement table, not compared: {', '.join(files)}"
                              for side, files in sorted(c.skipped.items()) if files]
