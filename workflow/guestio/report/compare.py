@@ -255,7 +255,8 @@ def run_values(df: pd.DataFrame, keys: list[str]) -> dict[tuple, tuple[np.ndarra
     """{key: (one value per repetition, in repetition order; the accelerators)}."""
     if df.empty:
         return {}
-    df = df.assign(value=pd.to_numeric(df["value"], errors="coerce")).dropna(subset=["value"])
+    df = df.assign(value=pd.to_numeric(df["value"], errors="coerce"))
+    df = df[np.isfinite(df["value"].to_numpy(dtype=float))]    # a failed run's missing value is no run
     df = df.astype({k: str for k in keys})
     out = {}
     for key, rows in df.groupby(keys, sort=True, dropna=False):
