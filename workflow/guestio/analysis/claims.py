@@ -20,6 +20,7 @@ of one gives the mapping.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
@@ -34,7 +35,8 @@ from guestio.analysis.measurements import COLUMNS as MEASUREMENT_COLUMNS
 
 __all__ = ["CLAIMS_FILE", "ClaimsError", "Paper", "Artifact", "PaperValue", "Site", "VerdictRule", "Quantity",
            "Claim", "Panel", "FigureClaim", "load_claims", "load_artifacts", "load_paper", "figure_claims",
-           "ARTIFACT_KINDS", "MEASURES", "RELATIONS", "DIRECTIONS", "VERDICT_RULES", "selector_alternatives"]
+           "ARTIFACT_KINDS", "MEASURES", "ROLES", "requirement_names", "RELATIONS", "DIRECTIONS", "VERDICT_RULES", "selector_alternatives",
+           "resolve_placeholders", "PLACEHOLDER_DEFAULTS"]
 
 CLAIMS_FILE = Path(__file__).with_name("claims.yaml")
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)   # libyaml's where PyYAML has it: the same, faster
@@ -45,11 +47,27 @@ RELATIONS = ("~", ">", "<", "=", "!=", "")
 DIRECTIONS = (">", "<", "!=")
 #: verdict rule kind -> (required fields, optional fields), besides "kind".
 VERDICT_RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "ratio_ci_contains": (("value", "tolerance"), ()),
-    "direction": (("expect", "reference"), ()),
+    "ratio_ci_contains": (("value", "tolerance"), ("reference",)),
+    "direction": (("expect", "reference"), ("value", "tolerance")),
     "sites_include": (("sites",), ("top", "at_least")),
     "not_tested": (("reason",), ()),
 }
+
+#: what a quantity may be (claims.yaml `role`): the paper's claimed effect, the mechanism of a
+#: modification (the exits or interrupts it removes), which can be tested where the effect cannot,
+#: or a check of a premise of the paper's method that this testbed can test (Fig 3's paths add up).
+ROLES = ("effect", "mechanism", "check")
+#: how a quantity's denominator alternatives combine: rows of any of them, or the sum of their means
+COMBINES = ("any", "sum")
+#: The verdict rules' statement (guestio.report.claims_table applies it); its `requirements` are the
+#: names a quantity's or a site's `requires` may use.
+VERDICTS_FILE = Path(__file__).resolve().parents[1] / "report" / "verdicts.yaml"
+
+
+def requirement_names() -> tuple[str, ...]:
+    data = yaml.load(VERDICTS_FILE.read_text(encoding="utf-8"), Loader=_SAFE_LOADER) or {}
+    return tuple((data.get("requirements") or {}).keys())
+
 
 _ID = re.compile(r"^[a-z0-9_]+$")   # claim, artifact and quantity ids
 
@@ -58,10 +76,11 @@ _PAPER_INFO_KEYS = ({"citation", "testbed"}, set())
 _ARTIFACT_KEYS = ({"paper_id", "kind", "what", "workload", "built_by"}, {"title", "notes"})
 _CLAIM_KEYS = ({"id", "paper_id", "statement", "artifacts", "quantities"}, {"note"})
 _QUANTITY_KEYS = ({"id", "label", "measure", "metric", "paper", "verdict_rule"},
-                  {"experiment", "numerator", "denominator", "condition", "panel", "note"})
+                  {"experiment", "numerator", "denominator", "condition", "panel", "note", "requires", "role",
+                   "routes", "not_measured", "combine"})
 _PAPER_KEYS = ({"text", "relation", "value"}, {"numbers"})
 _PANEL_KEYS = ({"figure", "title"}, set())
-_SITE_KEYS = ({"function"}, {"caller"})
+_SITE_KEYS = ({"function"}, {"caller", "requires", "reason"})
 
 
 class ClaimsError(ValueError):
@@ -97,10 +116,14 @@ class PaperValue:
 
 
 class Site(NamedTuple):
-    """An exit site a sites_include rule looks for: its guest function and, where given, its caller."""
+    """An exit site a sites_include rule looks for: its guest function and, where given, its caller;
+    ``requires``: what a run needs for the site to exist at all (verdicts.yaml requirements), with
+    ``reason`` saying why."""
 
     function: str
     caller: str | None = None
+    requires: tuple[str, ...] = ()
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -143,6 +166,11 @@ class Quantity:
     figure: str | None = None                     # the artifact id of the figure drawing it
     panel: Panel | None = None                    # how that figure draws it
     note: str = ""
+    requires: tuple[str, ...] = ()                # verdicts.yaml requirements (kvm, two_hosts, x86_32, ...)
+    role: str = "effect"                          # one of ROLES
+    routes: tuple[str, ...] = ()                  # names of the numerator's alternatives, judged apart
+    not_measured: str = ""                        # why no run records it (then it is "not measured here")
+    combine: str = "any"                          # one of COMBINES: the denominator's alternatives
 
     @property
     def is_ratio(self) -> bool:
@@ -305,12 +333,20 @@ def _verdict_rule(p: _Problems, where: str, node: Any, measure: str) -> VerdictR
     if kind == "ratio_ci_contains":
         params["value"] = _number(p, f"{where}.value", node.get("value"))
         params["tolerance"] = _number(p, f"{where}.tolerance", node.get("tolerance"), minimum=0.0)
+        if "reference" in node:
+            params["reference"] = _number(p, f"{where}.reference", node.get("reference"))
     elif kind == "direction":
         expect = node.get("expect")
         if not _member(expect, DIRECTIONS):
             p.add(f"{where}.expect", f"{expect!r} is not allowed; allowed values: {', '.join(DIRECTIONS)}")
         params["expect"] = expect
         params["reference"] = _number(p, f"{where}.reference", node.get("reference"))
+        if "value" in node:
+            params["value"] = _number(p, f"{where}.value", node.get("value"))
+        if "tolerance" in node:
+            params["tolerance"] = _number(p, f"{where}.tolerance", node.get("tolerance"), minimum=0.0)
+        if expect == "!=" and "value" in node:
+            p.add(f"{where}.value", "'!=' takes no value: its tolerance is the least change that is noticeable")
     elif kind == "sites_include":
         sites = node.get("sites")
         parsed = []
@@ -320,7 +356,12 @@ def _verdict_rule(p: _Problems, where: str, node: Any, measure: str) -> VerdictR
             for i, site in enumerate(sites):
                 sw = f"{where}.sites[{i}]"
                 if _keys(p, sw, site, _SITE_KEYS):
-                    parsed.append(Site(_text(p, sw, site, "function"), _text(p, sw, site, "caller") or None))
+                    requires = _requires(p, sw, site)
+                    reason = _text(p, sw, site, "reason")
+                    if requires and not reason:
+                        p.add(f"{sw}.reason", "a site with 'requires' needs the reason it may not exist")
+                    parsed.append(Site(_text(p, sw, site, "function"), _text(p, sw, site, "caller") or None,
+                                       requires, reason))
         params["sites"] = tuple(parsed)
         for key in ("top", "at_least"):
             if key in node:
@@ -337,6 +378,19 @@ def _verdict_rule(p: _Problems, where: str, node: Any, measure: str) -> VerdictR
     if kind in ("ratio_ci_contains", "direction") and measure == "sites":
         p.add(f"{where}.kind", f"{kind} judges a number; a quantity of measure 'sites' needs sites_include")
     return VerdictRule(kind, tuple(params.items()))
+
+
+def _requires(p: _Problems, where: str, node: Mapping) -> tuple[str, ...]:
+    """The requirement names of a quantity or site (verdicts.yaml `requirements`)."""
+    raw = node.get("requires", [])
+    known = requirement_names()
+    if not isinstance(raw, list) or not all(isinstance(r, str) for r in raw):
+        p.add(f"{where}.requires", f"expected a list of requirement names ({', '.join(known)}), got {raw!r}")
+        return ()
+    for r in raw:
+        if r not in known:
+            p.add(f"{where}.requires", f"{r!r} is not a requirement of {VERDICTS_FILE.name}; known: {', '.join(known)}")
+    return tuple(raw)
 
 
 def _paper(p: _Problems, where: str, node: Any) -> PaperValue | None:
@@ -447,9 +501,27 @@ def _quantity(p: _Problems, where: str, node: Any, claim_artifacts: list[str],
     label, metric = _text(p, where, node, "label"), _text(p, where, node, "metric")
     panel = (Panel(metric, measure, title or "", label, paper.text, paper.relation, paper.value)
              if drawn else None)
+    role = node.get("role", "effect")
+    if not _member(role, ROLES):
+        p.add(f"{where}.role", f"{role!r} is not allowed; allowed values: {', '.join(ROLES)}")
+    routes = node.get("routes", [])
+    if not isinstance(routes, list) or not all(isinstance(r, str) and r.strip() for r in routes):
+        p.add(f"{where}.routes", f"expected a list of names, one per numerator alternative, got {routes!r}")
+        routes = []
+    elif routes and (numerator is None or len(selector_alternatives(numerator)) != len(routes)):
+        p.add(f"{where}.routes", f"{len(routes)} names for "
+                                 f"{len(selector_alternatives(numerator)) if numerator else 0} numerator alternatives")
+    combine = node.get("combine", "any")
+    if not _member(combine, COMBINES):
+        p.add(f"{where}.combine", f"{combine!r} is not allowed; allowed values: {', '.join(COMBINES)}")
+    elif combine == "sum" and (denominator is None or len(selector_alternatives(denominator)) < 2):
+        p.add(f"{where}.combine", "sum needs a denominator of two or more alternatives")
     return Quantity(id=qid, label=label, measure=measure, metric=metric, paper=paper, verdict_rule=rule,
                     experiment=experiment, numerator=numerator, denominator=denominator, condition=condition,
-                    figure=figure, panel=panel, note=_text(p, where, node, "note"))
+                    figure=figure, panel=panel, note=_text(p, where, node, "note"),
+                    requires=_requires(p, where, node), role=role if role in ROLES else "effect",
+                    routes=tuple(routes), not_measured=_text(p, where, node, "not_measured"),
+                    combine=combine if combine in COMBINES else "any")
 
 
 def _claims(p: _Problems, node: Any, artifacts: Mapping[str, Artifact]) -> dict[str, Claim]:
@@ -590,3 +662,43 @@ def load_artifacts(path: str | os.PathLike | None = None) -> dict[str, Artifact]
 def figure_claims(path: str | os.PathLike | None = None) -> dict[str, FigureClaim]:
     """{figure id: FigureClaim} for every figure that draws panels, in the order of the claims."""
     return dict(_cached(path)[3])
+
+
+# --- placeholders ------------------------------------------------------------------------------------
+
+#: "{name}" in a selector value, a label or a title stands for a value of this run's, given by the
+#: caller (the figures' and the claims table's ``defaults``); these where the caller gives none.
+#: sched_host: the host I/O scheduler in the place of the paper's CFQ -- bfq, its successor, or what
+#: stood in for bfq on a host without it (diskmods.sched.host_fallback, guestio.hostprobe).
+PLACEHOLDER_DEFAULTS = {"sched_host": "bfq"}
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+
+
+def _placeholder_value(value: Any) -> str:
+    """A defaults entry as one value: a string, or the last of a list that also allows "-"."""
+    if isinstance(value, str):
+        return value
+    values = [str(v) for v in value if str(v) != "-"]
+    return values[-1] if values else "-"
+
+
+def resolve_placeholders(obj: Any, values: Mapping[str, Any] | None = None) -> Any:
+    """*obj* (a claim, quantity, figure claim, a mapping of them, a string ...) with every "{name}"
+    of :data:`PLACEHOLDER_DEFAULTS` replaced by ``values[name]`` (or that default)."""
+    subs = dict(PLACEHOLDER_DEFAULTS)
+    subs.update({k: _placeholder_value(v) for k, v in (values or {}).items() if k in PLACEHOLDER_DEFAULTS})
+
+    def walk(x: Any) -> Any:
+        if isinstance(x, str):
+            return _PLACEHOLDER.sub(lambda m: subs.get(m.group(1), m.group(0)), x)
+        if dataclasses.is_dataclass(x) and not isinstance(x, type):
+            return dataclasses.replace(x, **{f.name: walk(getattr(x, f.name)) for f in dataclasses.fields(x) if f.init})
+        if isinstance(x, Mapping):
+            return {k: walk(v) for k, v in x.items()}
+        if isinstance(x, tuple) and hasattr(x, "_fields"):
+            return type(x)(*(walk(i) for i in x))
+        if isinstance(x, (tuple, list)):
+            return type(x)(walk(i) for i in x)
+        return x
+
+    return walk(obj)
