@@ -4,8 +4,11 @@ PATH record every call; Snakemake runs with the profile on a tiny target and rea
 The target: two repetitions of the default disk VM run (placeholders stand in for the kernel,
 image, data disk and builds, so only disk_vm is planned: --allowed-rules) and a report entry,
 which must run on the submitting host.  The fake sbatch runs nothing: it records its argv and
-stdin and prints a job id; the fake sacct says every job completed, so Snakemake then misses
-the outputs and fails, which is expected here (nothing ran).
+stdin and prints a job id; the fake squeue and sacct say every job completed, so Snakemake then
+misses the outputs and fails, which is expected here (nothing ran).  Which of them Snakemake
+asks is the profile's status command (squeue), or sacct where the command line says so (a
+cluster with an accounting database, docs/slurm.md).  tests/test_slurm_cluster.py runs the
+profile on a real cluster.
 """
 
 from __future__ import annotations
@@ -36,11 +39,9 @@ calls = [json.loads(l) for l in open(log)]
 if tool == "sbatch":
     n = sum(1 for c in calls if c["tool"] == "sbatch")
     print(str(4242000 + n))
-elif tool == "sacct":
+elif tool in ("sacct", "squeue"):
     ids = [str(4242000 + i) for i in range(1, 1 + sum(1 for c in calls if c["tool"] == "sbatch"))]
     print("\n".join(f"{i}|COMPLETED" for i in ids))
-elif tool == "squeue":
-    pass
 elif tool == "scontrol":
     print("MinJobAge=300")
 elif tool == "sinfo":
@@ -62,7 +63,13 @@ def _placeholders(results: Path, cfg: dict) -> list[str]:
     return files
 
 
-def test_slurm_submissions_are_captured(tmp_path):
+def status_queries(calls: list[dict]) -> dict[str, int]:
+    """How often each status tool was asked about the run's jobs (the plugin names them by run)."""
+    return {tool: sum(1 for c in calls if c["tool"] == tool and "--name" in c["argv"]) for tool in ("sacct", "squeue")}
+
+
+@pytest.mark.parametrize("status", ["profile", "sacct"])
+def test_slurm_submissions_are_captured(tmp_path, status):
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     rel = f"build/test-slurm/{uuid.uuid4().hex[:8]}"
     results = REPO / rel
@@ -79,9 +86,12 @@ def test_slurm_submissions_are_captured(tmp_path):
     runs = [f"{rel}/runs/disk/vm/baseline/{cfg['vm']['qemu']}/ide/guest-{gsched}/host-file/rep{r}/measurements.csv"
             for r in (0, 1)]
     entry = f"{rel}/report/entries/data-disk.txt"
+    # The profile's status command, or the one a cluster with an accounting database may take.
+    status_args = [] if status == "profile" else ["--slurm-status-command", status]
     try:
         proc = subprocess.run(
-            [str(SNAKEMAKE), "--workflow-profile", "profiles/slurm", "--allowed-rules", "disk_vm", "report_entry",
+            [str(SNAKEMAKE), "--workflow-profile", "profiles/slurm", *status_args,
+             "--allowed-rules", "disk_vm", "report_entry",
              "--latency-wait", "0", "--slurm-init-seconds-before-status-checks", "1",
              "--seconds-between-status-checks", "1", "--default-resources", "slurm_account=guestio", "slurm_partition=debug",
              "runtime=60", "mem_mb=4000", "cpus_per_task=1", "vm=0",
@@ -113,6 +123,11 @@ def test_slurm_submissions_are_captured(tmp_path):
         assert (results / "report" / "entries" / "data-disk.txt").is_file(), out[-4000:]
         assert not any("report_entry" in " ".join(c["argv"]) for c in sbatch)
         assert "4242001" in out and "4242002" in out                # Snakemake took the fake job ids
+        # Both jobs were seen to end (then their outputs were missing) by the status command asked.
+        assert out.count("MissingOutputException in rule disk_vm") == 2, out[-4000:]
+        queries = status_queries(calls)
+        asked = "squeue" if status == "profile" else "sacct"
+        assert queries[asked] >= 1 and queries[({"sacct", "squeue"} - {asked}).pop()] == 0, queries
     finally:
         import shutil
         shutil.rmtree(results, ignore_errors=True)
