@@ -1,6 +1,8 @@
 # Network experiment (Fig 3, Fig 4, Fig 7, Table 2): the testbed of guestio.net.testbed
 # (HostA and HostB in network namespaces of the pipeline's own, a shaped veth pair between
-# them, the guest's tap on a bridge in HostB; root only), driven from the hosts.
+# them, the guest's tap on a bridge in HostB; root only).  The benchmarks go the paper's way
+# (guestio.workloads.netbench): netperf and iperf3 send from GuestB, natively from HostB, to
+# servers on HostA; ping goes from the hosts; the guest NIC's GRO is off in every VM run.
 # Each repetition is its own job and takes every core, so no other job disturbs it.
 
 NET = config["network"]
@@ -9,7 +11,7 @@ NET_VM_DIR = f"{RUN_DIR}/net/vm/{{variant}}/{{qemu}}/{{nic}}/rep{{rep}}"
 NET_NATIVE_DIR = f"{RUN_DIR}/net/native/veth/rep{{rep}}"
 NET_CODE = [str(REPO / "workflow" / "guestio" / p) for p in
             ("net/figures.py", "analysis/stats.py", "analysis/claims.py", "analysis/claims.yaml",
-             "analysis/measurements.py")]
+             "analysis/measurements.py", "workloads/netbench.py")]
 
 for _key in ("variant", "nonapi_variant"):
     if NET[_key] not in config["variants"]:

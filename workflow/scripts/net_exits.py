@@ -1,8 +1,8 @@
 """Exit sites of the guest under netperf (Table 2), from the backend the accelerator decision picks.
 
-The guest (GuestB, kernel variant and NIC of config network.exits) serves netperf; HostA
-runs the tests of network.exits.tests, each in its own console window, so the exits of
-each benchmark are counted apart.  KVM: the kvm tracepoints (guestio.exits.kvm.KvmExitTracer);
+The guest (GuestB, kernel variant and NIC of config network.exits) runs the tests of
+network.exits.tests as the paper's netperf client, sending to HostA's netserver, each in its
+own console window, so the exits of each benchmark are counted apart.  KVM: the kvm tracepoints (guestio.exits.kvm.KvmExitTracer);
 TCG: the exitcount plugin (guestio.exits.tcg.ExitCounter), checked against QEMU's trace.
 """
 
@@ -35,26 +35,29 @@ with say_to(snakemake.log[0], label) as say:
             job_timeout_s=vm["job_timeout_s"], log=say, hooks=[hook], run_label=label, **qemu_of(inp))
     table, summary = run_sites(backend, hook, outdir, inp.system_map, workload="netperf", variant=w.variant,
                                say=say)
-    # Exits per MiB the guest received in each netperf window (HostA -> GuestB).
-    received = {}
+    # Exits per MiB the guest sent in each TCP_STREAM window (GuestB -> HostA, the paper's way).
+    sent = {}
     for step, ms in session.measurements:
         for m in ms:
-            if m.metric == "netperf_tcp_stream_throughput":
+            if m.metric == f"{step.metric_prefix}_throughput" and step.kind == "netperf":
                 seconds = next(float(s["ELAPSED_TIME"]) for s in session.summaries if s["step"] == step.name)
-                received[step.name] = m.value * 1e6 * seconds / 8 / 2**20
+                sent[step.name] = m.value * 1e6 * seconds / 8 / 2**20
     summary["windows"] = {name: {"exits": int(table[table.phase == name]["count"].sum())}
                           for name in (s.name for s, _ in session.measurements)}
-    for name, mib in received.items():
-        summary["windows"][name]["received_mib"] = round(mib, 1)
-        summary["windows"][name]["exits_per_mib_received"] = round(summary["windows"][name]["exits"] / mib, 1)
+    for name, mib in sent.items():
+        summary["windows"][name]["sent_mib"] = round(mib, 1)
+        summary["windows"][name]["exits_per_mib_sent"] = round(summary["windows"][name]["exits"] / mib, 1)
     summary["nic"] = cfg["nic"]
     summary["e1000_mitigation"] = net["e1000_mitigation"] if cfg["nic"] == "e1000" else None
     summary["steps"] = session.summaries
+    summary["direction"] = netbench.direction(session.steps)
+    summary["guest_gro"] = netbench.read_guest_gro(outdir / "results")
     exits.write_csv(table, Path(out.exits))
     write_json_atomic(Path(out.summary), summary)
     for name, wnd in summary["windows"].items():
-        say(f"{name}: {wnd['exits']} exits" + (f", {wnd['exits_per_mib_received']} per MiB received"
-                                               if "exits_per_mib_received" in wnd else ""))
+        say(f"{name}: {wnd['exits']} exits" + (f", {wnd['exits_per_mib_sent']} per MiB sent"
+                                               if "exits_per_mib_sent" in wnd else ""))
 write_provenance(Path(out.provenance), repo=Path(snakemake.scriptdir).parents[1], inputs=inp,
                  job=Path(inp.job), vm=vm, run_json=outdir / "run.json",
-                 extra={"network": {"config": net, "testbed": testbed, "host_tools": netbench.tool_versions()}})
+                 extra={"network": {"config": net, "testbed": testbed, **summary["direction"],
+                                    "guest_gro": summary["guest_gro"], "host_tools": netbench.tool_versions()}})

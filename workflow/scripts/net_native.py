@@ -1,4 +1,5 @@
-"""One repetition of the network benchmarks natively: HostA against HostB over the veth pair."""
+"""One repetition of the network benchmarks natively: HostB sends to HostA over the veth pair (the
+paper's netperf client in HostB), with HostA's reverse extra."""
 
 from pathlib import Path
 
@@ -24,8 +25,10 @@ df = netbench.measurement_frame(results, experiment="net", target="native", vari
                                 disk="-", clocksource=host_clocksource(), repetition=rep, nic="veth")
 write_json_atomic(outdir / "steps.json", summaries)
 write_csv(df, Path(snakemake.output.csv))
+direction = netbench.direction([step for step, _ in results])
 write_json_atomic(Path(snakemake.output.provenance), {
-    "network": {"config": net, "testbed": testbed, "host_tools": netbench.tool_versions(), "steps": summaries},
+    "network": {"config": net, "testbed": testbed, **direction, "host_tools": netbench.tool_versions(),
+                "steps": summaries},
     "guestio": checkout(Path(snakemake.scriptdir).parents[1]),
     **{k: v for k, v in _load(Path(snakemake.input.host)).items()},
 })

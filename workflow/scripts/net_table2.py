@@ -27,7 +27,8 @@ else:
               f"of its vCPU thread. Events lost: at least {summary.get('events_lost_lower_bound', 0)}.")
 mitigation = summary.get("e1000_mitigation")
 md.append(f"QEMU e1000 interrupt mitigation: {'on' if mitigation else 'off' if mitigation is not None else 'n/a'}. "
-          "HostA runs netperf against the guest's netserver; each test is its own window.")
+          "The guest runs netperf (the sender, as in the paper) against HostA's netserver, with its NIC's GRO "
+          f"{summary.get('guest_gro', {}).get('readback', 'unrecorded')}; each test is its own window.")
 md.append("")
 md.append("The paper's Table 2 (netperf, 2.6.27 guest, KVM-76): " + ", ".join(PAPER) + ". ioread*/iowrite* are "
           "the iomap register accessors of drivers such as 8139too; 6.1's e1000 reaches its registers with inlined "
@@ -43,8 +44,8 @@ for window in windows:
     top = exits.rank(part, n=cfg["top"], site=exits.SITE_WITH_CALLER if modelled else exits.SITE)
     ranked.append(top)
     w = summary.get("windows", {}).get(window, {})
-    title = f"Table 2, {window}" + (f" ({w['exits']} exits, {w['exits_per_mib_received']} per MiB received)"
-                                    if "exits_per_mib_received" in w else "")
+    title = f"Table 2, {window}" + (f" ({w['exits']} exits, {w['exits_per_mib_sent']} per MiB sent)"
+                                    if "exits_per_mib_sent" in w else "")
     md += [exits.render_markdown(top, title, modelled=modelled, caller=modelled), ""]
     latex += [exits.render_latex(top, title, modelled=modelled, caller=modelled, label=f"tab:table2-{window}"), ""]
     found = [f for f in PAPER if f in set(top.function)]

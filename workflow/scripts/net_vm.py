@@ -27,16 +27,22 @@ with say_to(snakemake.log[0], label) as say:
             outdir=outdir, boot_timeout_s=vm["boot_timeout_s"], job_timeout_s=vm["job_timeout_s"], log=say,
             run_label=label, **qemu_of(inp))
     guest_nic = netbench.read_guest_nic(outdir / "results")
+    guest_gro = netbench.read_guest_gro(outdir / "results")
     clocksource = (outdir / "results" / "clocksource.txt").read_text().strip()
-    say(f"guest NIC {guest_nic.get('interface')} driver {guest_nic.get('driver')}")
-df = netbench.measurement_frame(session.measurements, experiment="net", target="vm", variant=w.variant,
-                                accelerator=accel, disk="-", clocksource=clocksource, repetition=int(w.rep),
-                                qemu=w.qemu, nic=w.nic)
+    say(f"guest NIC {guest_nic.get('interface')} driver {guest_nic.get('driver')}, GRO {guest_gro['readback']}")
+direction = netbench.direction(session.steps)
+if w.variant == net["nonapi_variant"]:
+    # The flag is set and read back all the same; the nonapi drivers hand packets to netif_rx.
+    guest_gro["receive_path"] = "netif_rx (the nonapi drivers never call GRO, whatever the flag)"
+df = netbench.measurement_frame(session.measurements, [netbench.gro_measurement(guest_gro)], experiment="net",
+                                target="vm", variant=w.variant, accelerator=accel, disk="-", clocksource=clocksource,
+                                repetition=int(w.rep), qemu=w.qemu, nic=w.nic)
 write_json_atomic(outdir / "steps.json", session.summaries)
 write_csv(df, Path(snakemake.output.csv))
 write_provenance(Path(snakemake.output.provenance), repo=Path(snakemake.scriptdir).parents[1], inputs=inp,
                  job=Path(inp.job), vm=vm, run_json=outdir / "run.json",
-                 extra={"network": {"config": net, "testbed": testbed, "guest_nic": guest_nic,
+                 extra={"network": {"config": net, "testbed": testbed, "guest_nic": guest_nic, **direction,
+                                    "guest_gro": guest_gro,
                                     "qemu_nic_model": netbench.nic_model(w.nic),
                                     "e1000_mitigation": net["e1000_mitigation"] if w.nic == "e1000" else None,
                                     "host_tools": netbench.tool_versions(), "steps": session.summaries}})

@@ -11,8 +11,11 @@ guestio.analysis.figures, atomic writes: a redraw gives the same bytes.
 * Fig 3: mean ping RTT per path (HostA->HostB, HostB->GuestB, HostA->GuestB) with the
   guest on ``network.ping_nic``;
 * Fig 4: netperf TCP_STREAM and iperf3 throughput, and TCP_RR mean latency: native
-  (HostA->HostB) and the guest with each NIC model;
-* Fig 7: the same on e1000, kernel ``network.variant`` (NAPI) against ``network.nonapi_variant``.
+  (HostB sends to HostA) and the guest with each NIC model (GuestB sends to HostA), the
+  paper's direction (its netperf client in HostB / GuestB, the server on HostA);
+* Fig 7: the same throughputs on e1000, kernel ``network.variant`` (NAPI) against
+  ``network.nonapi_variant``, both with the guest NIC's GRO off (guestio.workloads.netbench.GUEST_GRO),
+  and the reverse extra (HostA sends to GuestB), labelled as not the paper's.
 """
 
 from __future__ import annotations
@@ -32,13 +35,18 @@ from guestio.analysis import figures as base
 from guestio.analysis.claims import Quantity, load_artifacts, load_claims, selector_alternatives
 from guestio.analysis.measurements import DEFAULT_COLUMNS, NOT_APPLICABLE
 from guestio.analysis.stats import DEFAULT_N_RESAMPLES, bootstrap_mean_ci, bootstrap_ratio_ci, welch_significance
+from guestio.workloads.netbench import GUEST_GRO
 
 __all__ = ["NetFigureError", "RatioRow", "ratios", "plot", "PATH_LABELS", "NIC_LABELS", "SUMMARY_COLUMNS"]
 
 PATH_LABELS = {"hosta-hostb": "HostA→HostB", "hostb-guestb": "HostB→GuestB", "hosta-guestb": "HostA→GuestB"}
 NIC_LABELS = {"rtl8139": "rtl8139", "e1000": "e1000", "virtio-net": "virtio-net"}
 METRIC_LABELS = {"netperf_tcp_stream_throughput": "netperf TCP_STREAM", "iperf3_throughput": "iperf3",
-                 "netperf_tcp_rr_latency": "netperf TCP_RR mean latency", "ping_rtt": "ping RTT"}
+                 "netperf_tcp_rr_latency": "netperf TCP_RR mean latency", "ping_rtt": "ping RTT",
+                 "netperf_tcp_stream_rx_throughput": "extra: netperf TCP_STREAM, HostA sends"}
+# The benchmarks' direction, as guestio.workloads.netbench.plan runs them (named on Fig 4 and Fig 7).
+DIRECTION_TEXT = ("direction: netperf/iperf3 client (the sender) in GuestB, natively in HostB; netserver and "
+                  "iperf3 -s on HostA (the paper's experiment 2)")
 # The columns of the figures' ratio summaries (the claims table reads them: guestio.report).
 SUMMARY_COLUMNS = ["figure", "claim", "quantity", "label", "metric", "numerator", "denominator", "ratio", "ci_low",
                    "ci_high", "welch_p", "n_numerator", "n_denominator", "accelerator", "paper", "verdict"]
@@ -89,14 +97,14 @@ def _values(rows: pd.DataFrame) -> np.ndarray:
 
 def ratios(fig_id: str, df: pd.DataFrame, seed: int, n_resamples: int = DEFAULT_N_RESAMPLES) -> list[RatioRow]:
     """Every ratio quantity of the claim whose artifact is *fig_id*, measured."""
-    from guestio.report.claims_table import judge
+    from guestio.report.claims_table import verdict_of
 
     out = []
     for claim in load_claims().values():
         if fig_id not in claim.artifact_ids:
             continue
         for q in claim.quantities:
-            if not q.is_ratio:
+            if not q.is_ratio or q.not_measured:  # no run records it: "not measured here", no ratio
                 continue
             num = _values(_select(df, q.numerator, q.metric, q.experiment))
             den = _values(_select(df, q.denominator, q.metric, q.experiment))
@@ -107,8 +115,9 @@ def ratios(fig_id: str, df: pd.DataFrame, seed: int, n_resamples: int = DEFAULT_
             p = welch_significance(num, den)
             rows = _select(df, q.numerator, q.metric, q.experiment)
             acc = ",".join(sorted(set(rows.accelerator)))
-            out.append(RatioRow(q, ratio, low, high, p, int(num.size), int(den.size), acc,
-                                judge(q.verdict_rule, ratio, low, high)))
+            # The claims table's verdict (requirements, runs, rule); "" (does not vote): not tested.
+            verdict = verdict_of(q, ratio, low, high, int(num.size), int(den.size), acc).verdict or "not tested"
+            out.append(RatioRow(q, ratio, low, high, p, int(num.size), int(den.size), acc, verdict))
     return out
 
 
@@ -178,7 +187,8 @@ def _draw_bars(ax, bars: Sequence[Bar], ylabel: str, title: str) -> None:
     ax.set_axisbelow(True)
 
 
-def _setting_lines(provenance: Mapping, net: Mapping, variants: Sequence[str], nics: Sequence[str]) -> list[str]:
+def _setting_lines(provenance: Mapping, net: Mapping, variants: Sequence[str], nics: Sequence[str],
+                   benchmarks: bool = True) -> list[str]:
     acc, reason = base._accelerator_text(provenance)
     lines = [f"accelerator: {(acc or 'unknown').upper()}" + (f" ({reason})" if reason else "")]
     if acc == "tcg":
@@ -192,6 +202,9 @@ def _setting_lines(provenance: Mapping, net: Mapping, variants: Sequence[str], n
                  f"(rate {link.get('rate') or 'none'}, delay {link.get('delay') or 'none'}); GuestB on a tap "
                  f"bridged in HostB; {', '.join(nics)}" + (f"; QEMU e1000 mitigation={mitigation}"
                                                             if "e1000" in nics else ""))
+    if benchmarks:
+        lines.append(f"{DIRECTION_TEXT}; guest NIC GRO {GUEST_GRO} (set with ethtool and read back: the paper's "
+                     "2.6.27 guest had no GRO)")
     return lines
 
 
@@ -265,7 +278,7 @@ def plot(fig_id: str, df: pd.DataFrame, provenance: Mapping, net: Mapping, out_p
             variants = [variant]
         else:
             nics = ["e1000"]
-            for metric, unit in (("netperf_tcp_stream_throughput", "Mbit/s"), ("iperf3_throughput", "Mbit/s")):
+            for metric in ("netperf_tcp_stream_throughput", "iperf3_throughput", "netperf_tcp_stream_rx_throughput"):
                 bars = [_bar(f"{v}\n({'NAPI' if v == variant else 'no NAPI'})",
                              _rows(df, metric, target="vm", variant=v, nic="e1000"), seed, n_resamples,
                              palette[i]) for i, v in enumerate((variant, nonapi))]
@@ -273,7 +286,7 @@ def plot(fig_id: str, df: pd.DataFrame, provenance: Mapping, net: Mapping, out_p
             variants = [variant, nonapi]
         lines = [f"Paper ({claim.paper_id}): {claim.statement}"]
         lines += [f"  {r.text()}" for r in rows]
-        lines += _setting_lines(provenance, net, variants, nics)
+        lines += _setting_lines(provenance, net, variants, nics, benchmarks=fig_id != "fig3")
         lines.append(f"Bars: mean, 95% CI (percentile bootstrap, {n_resamples} resamples, seed {seed}); "
                      "n = samples (ping: echo replies of all repetitions; benchmarks: repetitions).")
         fig, axes = _layout(len(panels), lines)
