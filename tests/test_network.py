@@ -445,6 +445,91 @@ def test_network_figures_give_the_claims_ratios(fig):
         assert len(virtio) == 2 and (virtio.verdict == "not tested").all() and (virtio.ratio > 0).all()
 
 
+# -- real runs on the testbed (root): the paper's direction, seen by the counters ----------------
+
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
+SHORT = {**NET, "netperf": {"seconds": 2}, "iperf3": {"seconds": 1}}
+
+
+def _sent_more(record: dict, sender: str, receiver: str) -> None:
+    """The sender's TCP sends data segments, the receiver mostly ACKs: the direction, by the kernels' count."""
+    out = {end: record["counters"][end]["tcp"]["OutSegs"] for end in (sender, receiver)}
+    assert out[sender] > 2 * out[receiver] > 0, f"{record['step']}: OutSegs {out}"
+
+
+@pytest.mark.boot
+@root_only
+def test_native_run_sends_from_hostb_to_hosta(tmp_path):
+    with testbed.Testbed(log=lambda m: None) as tb:
+        results, summaries = netbench.run_native_net(testbed=tb, net=SHORT, outdir=tmp_path,
+                                                     tests=["tcp_stream", "tcp_stream_rx"], log=print)
+    rec = {r["step"]: r for r in summaries}
+    stream, rx = rec["netperf-tcp_stream"], rec["netperf-tcp_stream_rx"]
+    assert (stream["sender"], stream["receiver"], stream["role"]) == ("hostb", "hosta", "hostb")
+    assert stream["counters"]["hosta"]["tcp"]["PassiveOpens"] >= 2  # HostA's netserver took control and data
+    assert int(stream["REMOTE_BYTES_RECVD"]) > 0
+    _sent_more(stream, "hostb", "hosta")
+    _sent_more(rx, "hosta", "hostb")
+    assert netbench.direction([s for s, _ in results])["sender"] == "hostb"
+    metrics = {m.metric for _, ms in results for m in ms}
+    assert {"netperf_tcp_stream_throughput", "netperf_tcp_stream_retransmits", "netperf_tcp_stream_softnet_dropped_hosts",
+            "netperf_tcp_stream_rx_throughput"} <= metrics
+
+
+@pytest.fixture(scope="module")
+def guest_run(tmp_path_factory):
+    """One short TCG run of GuestB (baseline kernel, e1000) on the testbed: TCP_STREAM and the extra."""
+    from conftest import TEST_RESULTS, TEST_RESULTS_REL, build_or_fail
+    from guestio.build.qemu import load_build
+
+    build_or_fail("the net kernel, image and QEMU", f"{TEST_RESULTS_REL}/kernels/baseline/build.json",
+                  f"{TEST_RESULTS_REL}/image/initramfs.cpio", f"{TEST_RESULTS_REL}/qemu/stock/build.json")
+    build = load_build(TEST_RESULTS / "qemu" / "stock" / "build.json")
+    out = tmp_path_factory.mktemp("guest-run") / "run"
+    with testbed.Testbed(log=print) as tb:
+        _, session = netbench.run_vm_net(
+            testbed=tb, kernel=TEST_RESULTS / "kernels" / "baseline" / "bzImage",
+            initrd=TEST_RESULTS / "image" / "initramfs.cpio", append="console=ttyS0 panic=-1 nokaslr rootfstype=ramfs",
+            accel="tcg", memory_mib=256, nic="e1000", mitigation=True, net=SHORT,
+            tests=["tcp_stream", "tcp_stream_rx"], outdir=out, boot_timeout_s=600, job_timeout_s=900,
+            qemu=build["binary"], firmware_dir=build.get("firmware_dir"))
+    return out, session
+
+
+@pytest.mark.boot
+@root_only
+def test_guest_sends_to_hostas_netserver(guest_run):
+    out, session = guest_run
+    rec = {r["step"]: r for r in session.summaries}
+    stream = rec["netperf-tcp_stream"]
+    assert (stream["sender"], stream["receiver"], stream["role"]) == ("guestb", "hosta", "guestb")
+    # netperf ran in the guest: its output came back in the guest's results and was parsed from there.
+    assert "THROUGHPUT=" in (out / "results" / "steps" / "netperf-tcp_stream.txt").read_text()
+    assert not (out / "host" / "netperf-tcp_stream.txt").exists()
+    # HostA's netserver took its connections (control and data) and the data.
+    assert stream["counters"]["hosta"]["tcp"]["PassiveOpens"] >= 2
+    assert int(stream["REMOTE_BYTES_RECVD"]) > 0
+    _sent_more(stream, "guestb", "hosta")
+    _sent_more(rec["netperf-tcp_stream_rx"], "hosta", "guestb")
+    assert "run netperf-tcp_stream" in (out / "results" / "commands.txt").read_text()
+    ms = {m.metric: m.value for _, mss in session.measurements for m in mss}
+    assert ms["netperf_tcp_stream_throughput"] > 0 and ms["netperf_tcp_stream_rx_throughput"] > 0
+    assert ms["netperf_tcp_stream_nic_interrupts_per_mib"] > 0
+    print(f"under TCG: GuestB->HostA {ms['netperf_tcp_stream_throughput']:.1f} Mbit/s, "
+          f"HostA->GuestB {ms['netperf_tcp_stream_rx_throughput']:.1f} Mbit/s")
+
+
+@pytest.mark.boot
+@root_only
+def test_guest_nic_gro_is_off_and_recorded(guest_run):
+    out, _ = guest_run
+    gro = netbench.read_guest_gro(out / "results")
+    assert gro["requested"] == "off" and gro["readback"] == "off"
+    assert gro["offloads"]["generic-receive-offload"] == "off"
+    assert netbench.gro_measurement(gro).value == 0.0
+    assert "GRO off" in (out / "results" / "job.log").read_text()
+
+
 # -- the DAG -----------------------------------------------------------------------------------
 
 def test_dag_one_job_per_repetition_and_condition(tmp_path):
