@@ -16,7 +16,7 @@ modelled = set(table.accelerator) == {"tcg-modelled"}
 PAPER = ["ioread16", "iowrite16", "ioread32", "ioread8", "_spin_lock_irqrestore"]
 windows = [cfg["window"]] + [f"netperf-{t}" for t in cfg["tests"] if f"netperf-{t}" != cfg["window"]
                               and t.startswith("tcp")]
-md = [f"# Table 2 reproduced: hottest exit sites of the guest under netperf ({summary.get('nic', cfg['nic'])}, "
+md = [f"# Table 2: hottest exit sites of the guest under netperf ({summary.get('nic', cfg['nic'])}, "
       f"kernel {params.variant})", ""]
 if modelled:
     md.append("Modelled exits (TCG): instructions that would exit under Intel VMX with KVM's defaults, counted per "

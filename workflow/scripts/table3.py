@@ -19,7 +19,7 @@ if len(accelerators) != 1:
 modelled = accelerators == {"tcg-modelled"}
 # The callers come from the plugin's shadow stack; a KVM trace has the exiting pc only.
 caller = modelled
-ranked, markdown, latex = [], ["# Table 3 reproduced: hot exit sites of bonnie++ and their calling functions", ""], []
+ranked, markdown, latex = [], ["# Table 3: hot exit sites of bonnie++ and their calling functions", ""], []
 if modelled:
     markdown.append(
         "Modelled exits (TCG): instructions that would exit under Intel VMX with KVM's defaults, counted per guest pc "

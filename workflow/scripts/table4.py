@@ -106,7 +106,7 @@ def main(snakemake) -> None:
     label = {s: f"{sides[s]['variant']} on QEMU {sides[s]['qemu']}" for s in names}
 
     long_rows, md = [], [
-        "# Table 4 reproduced: port-I/O exits at the hottest call sites before and after merging the taskfile writes",
+        "# Table 4: port-I/O exits at the hottest call sites before and after merging the taskfile writes",
         "", TCG_NOTE if modelled else
         "VM exits measured under KVM (kvm tracepoints of the job's window); KVM does not see the guest's stack, so a "
         "site is the exiting function with its ports.", "",
@@ -188,7 +188,7 @@ def main(snakemake) -> None:
            "disk I/O run, not per GiB); I/O throughput almost unchanged; CPU utilisation somewhat lower.", ""]
 
     latex = [r"\begin{table}[htbp]", r"\centering",
-             r"\caption{Table 4 reproduced: port-I/O exits per GiB written before/after merging the taskfile writes"
+             r"\caption{Table 4: port-I/O exits per GiB written before/after merging the taskfile writes"
              + (" (modelled exits, TCG)" if modelled else "") + "}", r"\label{tab:table4}",
              r"\begin{tabular}{rlrrrl}", r"\toprule",
              r"\# & call site & before & after & change & paper \\", r"\midrule"]

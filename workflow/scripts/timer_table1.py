@@ -19,7 +19,7 @@ if len(accelerators) != 1:
 modelled = accelerators == {"tcg-modelled"}
 caller = modelled  # a KVM trace has the exiting pc only
 
-md = ["# Table 1 reproduced: top exit sites of a CPU-bound guest with its timer running", "",
+md = ["# Table 1: top exit sites of a CPU-bound guest with its timer running", "",
       "Workload: `sysbench cpu` (one thread, a fixed number of prime searches), the stand-in for SPECjbb2005 "
       "(proprietary). Window: the benchmark (`GUESTIO: phase benchmark` at both ends). Conditions: the guest "
       "at HZ=1000 (vHZ1000), HZ=100 by its configuration (the hz100 kernel), and HZ=1000 in the guest with "

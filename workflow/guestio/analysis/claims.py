@@ -57,6 +57,8 @@ VERDICT_RULES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 #: modification (the exits or interrupts it removes), which can be tested where the effect cannot,
 #: or a check of a premise of the paper's method that this testbed can test (Fig 3's paths add up).
 ROLES = ("effect", "mechanism", "check")
+#: measures that are timing: under TCG they are the emulator's, so a quantity of them requires kvm
+TIMING_MEASURES = ("throughput", "cpu", "latency")
 #: how a quantity's denominator alternatives combine: rows of any of them, or the sum of their means
 COMBINES = ("any", "sum")
 #: The verdict rules' statement (guestio.report.claims_table applies it); its `requirements` are the
@@ -511,6 +513,11 @@ def _quantity(p: _Problems, where: str, node: Any, claim_artifacts: list[str],
     elif routes and (numerator is None or len(selector_alternatives(numerator)) != len(routes)):
         p.add(f"{where}.routes", f"{len(routes)} names for "
                                  f"{len(selector_alternatives(numerator)) if numerator else 0} numerator alternatives")
+    requires = _requires(p, where, node)
+    if (measure in TIMING_MEASURES and role != "check" and "kvm" not in requires
+            and (rule is None or rule.kind != "not_tested" or "requires" in node)):
+        p.add(f"{where}.requires", f"a {measure} quantity is timing, which TCG cannot test: it needs "
+                                   "'requires: [kvm]' (or role: check, for a premise that does not time virtualisation)")
     combine = node.get("combine", "any")
     if not _member(combine, COMBINES):
         p.add(f"{where}.combine", f"{combine!r} is not allowed; allowed values: {', '.join(COMBINES)}")
@@ -519,7 +526,7 @@ def _quantity(p: _Problems, where: str, node: Any, claim_artifacts: list[str],
     return Quantity(id=qid, label=label, measure=measure, metric=metric, paper=paper, verdict_rule=rule,
                     experiment=experiment, numerator=numerator, denominator=denominator, condition=condition,
                     figure=figure, panel=panel, note=_text(p, where, node, "note"),
-                    requires=_requires(p, where, node), role=role if role in ROLES else "effect",
+                    requires=requires, role=role if role in ROLES else "effect",
                     routes=tuple(routes), not_measured=_text(p, where, node, "not_measured"),
                     combine=combine if combine in COMBINES else "any")
 

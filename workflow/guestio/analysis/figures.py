@@ -546,7 +546,7 @@ def _draw(spec: FigureClaim, provenance: Mapping, pairs, bars, ratios, seed: int
 
     W, left, right, gap = 11.0, 0.85, 0.3, 1.0
     panel_w = (W - left - right - gap) / 2
-    header = [(f"{spec.paper_id} reproduced: {spec.title}", 13.0, "bold", "black")]
+    header = [(f"{spec.paper_id}: {spec.title}", 13.0, "bold", "black")]
     if tcg:
         header += [(line, 10.0, "bold", "#b00000") for line in textwrap.wrap(TCG_WARNING, 105)]
     header += [(line, 10.0, "normal", "black") for line in

@@ -108,11 +108,19 @@ def ratios(fig_id: str, df: pd.DataFrame, seed: int, n_resamples: int = DEFAULT_
                 continue
             num = _values(_select(df, q.numerator, q.metric, q.experiment))
             den = _values(_select(df, q.denominator, q.metric, q.experiment))
+            if (num.size == 0 or den.size == 0) and q.role != "effect":
+                continue   # a mechanism or check this table lacks: the claims table says "not measured here"
             if num.size == 0 or den.size == 0:
                 raise NetFigureError(f"{fig_id}: no rows for quantity {q.id} ({q.metric}; numerator {num.size} "
                                      f"values, denominator {den.size})")
-            ratio, low, high = bootstrap_ratio_ci(num, den, seed, n_resamples)
-            p = welch_significance(num, den)
+            if q.combine == "sum":   # Fig 3's check: the sum of the denominator paths' means
+                from guestio.report.claims_table import bootstrap_sum_ratio_ci
+                parts = [_values(_select(df, alt, q.metric, q.experiment)) for alt in selector_alternatives(q.denominator)]
+                ratio, low, high = bootstrap_sum_ratio_ci(num, parts, seed, n_resamples)
+                p, den = math.nan, min(parts, key=len)
+            else:
+                ratio, low, high = bootstrap_ratio_ci(num, den, seed, n_resamples)
+                p = welch_significance(num, den)
             rows = _select(df, q.numerator, q.metric, q.experiment)
             acc = ",".join(sorted(set(rows.accelerator)))
             # The claims table's verdict (requirements, runs, rule); "" (does not vote): not tested.
@@ -292,7 +300,7 @@ def plot(fig_id: str, df: pd.DataFrame, provenance: Mapping, net: Mapping, out_p
         fig, axes = _layout(len(panels), lines)
         for ax, (bars, ylabel, title) in zip(axes, panels):
             _draw_bars(ax, bars, ylabel, title)
-        fig.suptitle(f"{artifact.paper_id} reproduced: {artifact.what}", fontsize=10.5, y=1 - 0.12 / fig.get_figheight(),
+        fig.suptitle(f"{artifact.paper_id}: {artifact.what}", fontsize=10.5, y=1 - 0.12 / fig.get_figheight(),
                      va="top")
         _render(fig, Path(out_pdf), Path(out_png))
     return summary_frame(fig_id, rows)

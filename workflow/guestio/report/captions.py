@@ -106,7 +106,9 @@ class ReportFacts:
         if row.empty:
             return None
         r = row.iloc[0]
-        return r.verdict + (" (from emulation, TCG)" if str(r.from_emulation) == "True" else "")
+        verdict = r.verdict + (" (from emulation, TCG)" if str(r.from_emulation) == "True" else "")
+        reason = str(r.get("reason", "") or "")
+        return verdict + (f": {reason}" if reason and r.verdict != "reproduced" else "")
 
     def missing(self) -> list[tuple[str, list[str]]]:
         """(artifact, its missing files) for every artifact a rule builds but this run lacks."""
@@ -147,12 +149,15 @@ class ReportFacts:
         else:
             df = pd.read_csv(self.claims_csv, dtype=str).fillna("")
             out += [".. list-table::", "   :header-rows: 1", "",
-                    "   * - claim", "     - paper says", "     - measured here (95% CI)", "     - accelerator",
-                    "     - verdict"]
-            for r in df.itertuples(index=False):
-                verdict = r.verdict + (" (from emulation, TCG)" if r.from_emulation == "True" else "")
-                out += [f"   * - {_esc(r.paper_id)}", f"     - {_esc(r.statement)}", f"     - {_esc(r.measured)}",
-                        f"     - {_esc(r.accelerator)}", f"     - **{_esc(verdict)}**"]
+                    "   * - claim", "     - paper says", "     - verdict", "     - decided by (95% CI, n)",
+                    "     - reason", "     - would test it", "     - accelerator"]
+            for r in df.to_dict("records"):
+                verdict = r["verdict"] + (" (from emulation, TCG)" if r.get("from_emulation") == "True" else "")
+                decided = (f"{r['decided_by']}: {r.get('decided_value', '')}, {r.get('n', '')}"
+                           if r.get("decided_by", "-") not in ("", "-") else r.get("measured", "-"))
+                out += [f"   * - {_esc(r['paper_id'])}", f"     - {_esc(r['statement'])}", f"     - **{_esc(verdict)}**",
+                        f"     - {_esc(decided)}", f"     - {_esc(r.get('reason', '') or '-')}",
+                        f"     - {_esc(r.get('would_test', '') or '-')}", f"     - {_esc(r['accelerator'])}"]
             out.append("")
         out.append(self.missing_rst())
         return "\n".join(out)
