@@ -19,11 +19,24 @@ from pathlib import Path
 
 import pytest
 
+from guestio import hostprobe
 from guestio.workloads import hostdisk
 
 pytestmark = pytest.mark.boot
 
 REPO = Path(__file__).resolve().parents[1]
+
+# What this host's kernel offers a loop device; the tests run on those (bfq where it is offered).
+OFFERED = hostprobe.loop_schedulers() or ()
+# A scheduler to set that is not a fresh loop device's own default (none), so setting it shows.
+SET = next((s for s in ("bfq", "mq-deadline", "kyber") if s in OFFERED), "mq-deadline")
+
+
+def _offered_or_skip(scheduler: str) -> None:
+    if scheduler not in OFFERED:
+        why = "host kernel offers no bfq" if scheduler == "bfq" else f"host kernel offers no {scheduler}"
+        pytest.skip(f"{why}: a loop device offers {', '.join(OFFERED) or 'nothing'} "
+                    "(diskmods.sched.host_fallback stands in for it in the pipeline)")
 
 
 @pytest.fixture
@@ -46,6 +59,7 @@ def _mine(tmp_path) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("scheduler", ["bfq", "mq-deadline", "none"])
 def test_loop_device_has_the_scheduler_and_the_image_and_goes_away(image, tmp_path, scheduler):
+    _offered_or_skip(scheduler)
     backing = tmp_path / "run" / f"{hostdisk.BACKING_PREFIX}data.img"
     with hostdisk.loop_disk(image, backing, scheduler) as disk:
         assert disk.scheduler == scheduler and scheduler in disk.schedulers
@@ -63,14 +77,15 @@ def test_loop_device_has_the_scheduler_and_the_image_and_goes_away(image, tmp_pa
 def test_an_error_in_the_run_detaches_and_removes_everything(image, tmp_path):
     backing = tmp_path / f"{hostdisk.BACKING_PREFIX}x.img"
     with pytest.raises(RuntimeError, match="the VM failed"):
-        with hostdisk.loop_disk(image, backing, "bfq"):
+        with hostdisk.loop_disk(image, backing, SET):
             raise RuntimeError("the VM failed")
     assert _mine(tmp_path) == [] and not backing.exists()
 
 
 def test_a_scheduler_the_host_does_not_offer_is_refused_naming_the_offered(image, tmp_path):
     backing = tmp_path / f"{hostdisk.BACKING_PREFIX}x.img"
-    with pytest.raises(hostdisk.HostDiskError, match=r"not offered .* \(offered: none.*bfq"):
+    offered = r".*".join(OFFERED)
+    with pytest.raises(hostdisk.HostDiskError, match=rf"'cfq' is not offered .* \(offered: {offered}\)"):
         with hostdisk.loop_disk(image, backing, "cfq"):
             pass
     assert _mine(tmp_path) == [] and not backing.exists()
@@ -89,7 +104,7 @@ RUN = textwrap.dedent("""\
     from guestio import lifetime
     from guestio.workloads import hostdisk
     lifetime.die_with_snakemake()
-    with hostdisk.host_disk("bfq", sys.argv[1], sys.argv[2]) as disk:
+    with hostdisk.host_disk(sys.argv[3], sys.argv[1], sys.argv[2]) as disk:
         qemu = subprocess.Popen(["sh", "-c", f"exec 3<{disk.device}; echo up; sleep 600"], stdout=subprocess.PIPE)
         qemu.stdout.readline()
         print("ready", disk.device, flush=True)
@@ -105,7 +120,7 @@ def _start_run(image: Path, outdir: Path) -> tuple[subprocess.Popen, str]:
     script = outdir.parent / "run.py"
     script.write_text(RUN)
     env = dict(os.environ, PYTHONPATH=str(REPO / "workflow"))
-    proc = subprocess.Popen([sys.executable, str(script), str(image), str(outdir)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, str(script), str(image), str(outdir), SET], stdout=subprocess.PIPE,
                             text=True, env=env, start_new_session=True)
     line = proc.stdout.readline().split()
     assert line[:1] == ["ready"], line
@@ -159,3 +174,25 @@ def test_sweep_detaches_a_device_whose_owner_is_gone(image, tmp_path):
         assert device in removed and _wait_gone(tmp_path) == [] and not backing.exists()
     finally:
         subprocess.run(["losetup", "-d", device], capture_output=True)
+
+
+def test_the_loop_devices_scheduler_is_set_back_after_the_run(image, tmp_path):
+    """The scheduler belongs to /dev/loopN, which outlives its binding: the next user must not
+    inherit the run's."""
+    backing = tmp_path / f"{hostdisk.BACKING_PREFIX}x.img"
+    with hostdisk.loop_disk(image, backing, SET) as disk:
+        sysfs = Path("/sys/block") / Path(disk.device).name / "queue" / "scheduler"
+        assert disk.scheduler == SET
+    assert disk.scheduler_before and disk.scheduler_before != SET, "nothing to set back: the test shows nothing"
+    after, _ = hostdisk.offered_schedulers(disk.device)
+    assert after == disk.scheduler_before, f"{disk.device} kept the run's scheduler ({sysfs.read_text().strip()})"
+
+
+def test_the_scheduler_is_set_back_also_when_the_run_fails(image, tmp_path):
+    backing = tmp_path / f"{hostdisk.BACKING_PREFIX}x.img"
+    device = None
+    with pytest.raises(RuntimeError, match="the VM failed"):
+        with hostdisk.loop_disk(image, backing, SET) as disk:
+            device = disk.device
+            raise RuntimeError("the VM failed")
+    assert hostdisk.offered_schedulers(device)[0] != SET

@@ -1,7 +1,8 @@
 """An interrupted host-scheduler run through the real CLI leaves no loop device (§3.2.2).
 
 Slow tier (``boot``: root, a TCG boot).  Snakemake runs one disk_vm job whose data disk is a
-loop device with host scheduler bfq; once the device is there and QEMU runs on it, the whole
+loop device with host scheduler bfq (or, on a host whose kernel offers none, the scheduler that
+stands in for it: diskmods.sched.host_fallback); once the device is there and QEMU runs on it, the whole
 process group gets SIGINT (Ctrl-C).  Afterwards no loop device of the pipeline, no backing
 file and no QEMU on it is left, and the next invocation plans the job again.
 """
@@ -17,11 +18,15 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SNAKEMAKE, TEST_RESULTS_REL, job_counts, results_path, snakemake
+from guestio import hostprobe
 from guestio.workloads import hostdisk
 
 pytestmark = pytest.mark.boot
 
-RUN = "runs/disk/vm/baseline/stock/ide/guest-none/host-bfq/rep0"
+# The default config's diskmods.sched.host ([bfq]) as it runs here: the DAG names the scheduler
+# used in the run's path.
+_HOSTS, _, _ = hostprobe.resolve_host_schedulers(["bfq"], "mq-deadline", hostprobe.loop_schedulers())
+RUN = f"runs/disk/vm/baseline/stock/ide/guest-none/host-{_HOSTS[0] if _HOSTS else 'bfq'}/rep0"
 
 
 def _qemu_on(path: str) -> list[int]:

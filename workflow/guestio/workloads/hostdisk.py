@@ -82,6 +82,7 @@ class HostDisk:
     schedulers: tuple[str, ...]  # what the host kernel offered for the device
     direct_io: bool              # the loop device does O_DIRECT to its backing file
     setup_s: float               # copying the image and configuring the device
+    scheduler_before: str = ""   # the device's scheduler before the run, set back after it
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -270,7 +271,7 @@ def loop_disk(image: os.PathLike | str, backing: os.PathLike | str, scheduler: s
             raise HostDiskError(f"{device}: scheduler reads back as {effective!r}, not {scheduler!r}")
         dio = (SYS_BLOCK / name / "loop" / "dio").read_text().strip() == "1"
         disk = HostDisk(device=device, backing=str(backing), scheduler=effective, schedulers=offered,
-                        direct_io=dio, setup_s=round(time.monotonic() - started, 3))
+                        direct_io=dio, setup_s=round(time.monotonic() - started, 3), scheduler_before=previous)
         say(f"host disk: {device} on {backing} (scheduler {effective} of {' '.join(offered)}, "
             f"direct I/O {'on' if dio else 'off'}, set up in {disk.setup_s:.1f} s)")
         yield disk
