@@ -150,7 +150,15 @@ def run_provenance(*, repo: Path, host: Path, accelerator: Path, kernel_build: P
 def _host_part(host: Path) -> dict:
     """The host snapshot, its QEMU (the distribution's binary) renamed so it is not taken for the run's."""
     snapshot = _load(host)
-    return {**{k: v for k, v in snapshot.items() if k != "qemu"}, "host_qemu": snapshot.get("qemu")}
+    part = {**{k: v for k, v in snapshot.items() if k != "qemu"}, "host_qemu": snapshot.get("qemu")}
+    # The capability probe's findings beside the snapshot (guestio.hostprobe): what stood in for
+    # what (e.g. the host scheduler in bfq's place).  Read, not a rule input, so no rerun trigger.
+    from guestio.hostprobe import summary
+
+    capabilities = summary(Path(host).parent / "capabilities.json")
+    if capabilities is not None:
+        part["host_capabilities"] = capabilities
+    return part
 
 
 def host_identity() -> list:

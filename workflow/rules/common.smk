@@ -10,6 +10,7 @@ import guestio.lifetime
 import guestio.build.kconfig
 import guestio.build.patches
 import guestio.build.qemu
+import guestio.hostprobe
 import guestio.provenance
 import guestio.vm.machine
 import guestio.util
@@ -30,6 +31,14 @@ try:
     # Values that are each valid but cannot work together: before any job.
     guestio.config.check_consistency(config, image_mib=guestio.config.image_size_mib(config["results_dir"]))
 except guestio.config.ConfigError as error:
+    raise WorkflowError(str(error))
+
+# What this host offers, before any job (guestio.hostprobe): a capability it lacks has a
+# stand-in (bfq's: diskmods.sched.host_fallback) or stops here, naming what needs it and what to
+# do.  HOST_PROBE.host_schedulers is diskmods.sched.host as it runs on this host.
+try:
+    HOST_PROBE = guestio.hostprobe.check(config, repo=REPO)
+except guestio.hostprobe.HostCapabilityError as error:
     raise WorkflowError(str(error))
 
 # A Snakemake killed outright (SIGKILL) leaves its locks; the next one removes them.
@@ -168,7 +177,10 @@ FIGURES = {}
 # The default condition's value of each extra measurement column: a claim's selector that
 # leaves one unnamed means this value (guestio.analysis.figures._side).
 CONDITION_DEFAULTS = {"qemu": config["vm"]["qemu"], "guest_scheduler": DISK["guest_scheduler"],
-                      "host_scheduler": "file"}
+                      "host_scheduler": "file",
+                      # not a column: what "{sched_host}" in claims.yaml stands for, the host
+                      # scheduler in the paper's CFQ's place on this host (guestio.analysis.claims)
+                      "sched_host": HOST_PROBE.cfq_standin}
 
 
 def register_table(name, runs, variants=(), qemus=(), experiment=None, config_sections=()):

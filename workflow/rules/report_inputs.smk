@@ -141,7 +141,8 @@ def artifact_files(wildcards=None):
 
 def report_facts():
     built = built_artifacts()
-    facts = ReportFacts(claims_csv=CLAIMS_CSV, claims_md=CLAIMS_MD)
+    facts = ReportFacts(claims_csv=CLAIMS_CSV, claims_md=CLAIMS_MD,
+                        placeholders={"sched_host": CONDITION_DEFAULTS["sched_host"]})
     for aid, b in built.items():
         facts.expected[aid] = list(b["files"])
         if b["kind"] == "figure":

@@ -38,7 +38,8 @@ import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from guestio.analysis.claims import ClaimsError, FigureClaim, Panel, figure_claims, selector_alternatives
+from guestio.analysis.claims import (ClaimsError, FigureClaim, Panel, figure_claims, resolve_placeholders,
+                                     selector_alternatives)
 from guestio.analysis.measurements import COLUMNS as _MEASUREMENT_COLUMNS
 from guestio.analysis.measurements import DEFAULT_COLUMNS, NOT_APPLICABLE
 from guestio.analysis.stats import (DEFAULT_CONFIDENCE, DEFAULT_N_RESAMPLES, SIGNIFICANCE_LEVEL, bootstrap_mean_ci,
@@ -397,7 +398,7 @@ def _p_text(p: float) -> str:
 def summary_table(df: pd.DataFrame, fig_id: str, seed: int, n_resamples: int = DEFAULT_N_RESAMPLES,
                   confidence: float = DEFAULT_CONFIDENCE) -> pd.DataFrame:
     """The reproduced ratios of one figure with their bootstrap CIs, one row per ratio."""
-    spec = _spec(fig_id)
+    spec = resolve_placeholders(_spec(fig_id))
     _, _, ratios = _compute(df, spec, seed, n_resamples, confidence)
     return _summary(spec, ratios, seed, n_resamples, confidence)
 
@@ -671,7 +672,7 @@ def plot_comparison(fig_id: str, df: pd.DataFrame, provenance: Mapping | None,
     may be None to skip that file.  ``defaults``: the default condition's value of the extra
     columns (qemu, guest_scheduler, ...) that a claim's selector leaves unnamed.
     """
-    spec = _spec(fig_id)
+    spec = resolve_placeholders(_spec(fig_id), defaults)   # e.g. the host scheduler in CFQ's place
     provenance = provenance or {}
     pairs, bars, ratios = _compute(df, spec, seed, n_resamples, confidence, defaults)
     with matplotlib.rc_context():

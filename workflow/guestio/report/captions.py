@@ -87,6 +87,7 @@ class ReportFacts:
     claims_csv: str = "results/claims.csv"
     claims_md: str = "results/claims.md"
     claims_file: str | None = None
+    placeholders: dict[str, str] = field(default_factory=dict)   # claims.yaml "{name}" -> this run's value
 
     def __repr__(self) -> str:  # constant: params are a rerun trigger
         return "ReportFacts()"
@@ -166,7 +167,8 @@ class ReportFacts:
         """The artifact's name and title (title(artifact) of its claims.yaml entry), the paper's
         claim and the verdict here, as the first lines of its caption."""
         art = claims_mod.load_artifacts(self.claims_file).get(artifact)
-        out = [f"**{_esc(art.paper_id if art else artifact)}: {_esc(title(art) if art else '')}**", ""]
+        heading = claims_mod.resolve_placeholders(title(art), self.placeholders) if art else ""
+        out = [f"**{_esc(art.paper_id if art else artifact)}: {_esc(heading)}**", ""]
         claim = self._claim_of(artifact)
         if claim:
             out += [f"*Paper:* {_esc(claim.statement)}", ""]
