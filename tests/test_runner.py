@@ -201,12 +201,15 @@ def test_qemu_bad_option_is_qemu_failed(sandbox):
 # accelerator choice (probe boots faked)
 
 
-def _fake_run_vm(result: RunResult, calls: list):
+def _fake_run_vm(result: RunResult, calls: list, tcg: RunResult | None = None):
+    """A probe boot's outcome under kvm (*result*) and under tcg (*tcg*: the guest reaches init)."""
     def fake(spec, outdir, boot_timeout_s, job_timeout_s, log=None):
         calls.append(spec)
-        assert spec.accel == "kvm" and spec.job.read_text() == "echo probe\n"
+        assert spec.accel in ("kvm", "tcg") and spec.job.read_text() == "echo probe\n"
         Path(outdir).mkdir(parents=True, exist_ok=True)
         (Path(outdir) / "serial.log").write_text("SeaBIOS\nBooting from ROM...\n")
+        if spec.accel == "tcg":
+            return tcg or RunResult("ok", "", exit_status=0, boot_s=4.0, job_s=0.1)
         return result
     return fake
 
@@ -230,6 +233,9 @@ def test_accel_probe_outcomes(monkeypatch, tmp_path, requested):
     dev = tmp_path / "kvm"
     dev.write_text("")
     monkeypatch.setattr(accel_mod, "KVM_DEVICE", dev)
+    monkeypatch.chdir(tmp_path)
+    Path("k").write_text("kernel")
+    Path("i").write_text("initrd")
     calls: list = []
     ok = RunResult("ok", "", exit_status=0, boot_s=1.5, job_s=0.1)
     monkeypatch.setattr(accel_mod, "run_vm", _fake_run_vm(ok, calls))
