@@ -1,11 +1,60 @@
 #!/usr/bin/env bash
-# One-time set-up on Debian 12, as root: host packages and the pinned Python
-# environment in .venv.  Safe to run again: it only acts on what is missing
-# or changed, so a second run takes a second or two.
+# One-time set-up on Debian 12, as root: host packages, the pinned Python
+# environment in .venv and QEMU's source package.  Safe to run again: it only acts
+# on what is missing or changed, so a second run takes a second or two.
+#
+# Usage: envs/setup.sh [--configfile FILE ...] [--print-source-dir]
+#   --configfile FILE   the config file(s) the pipeline runs with (as for snakemake;
+#                       also GUESTIO_CONFIGFILE=FILE): qemu.source_dir is read from
+#                       config/config.yaml with these merged over it
+#   --print-source-dir  print that qemu.source_dir (checked) and stop; installs nothing
 set -euo pipefail
-cd "$(dirname "$0")/.."
 
 say() { printf '[setup] %s\n' "$*"; }
+usage() { sed -n 's/^# \{0,1\}//; 6,10p' "$0" >&2; exit 2; }
+
+# The config files, absolute: the working directory changes to the repository below.
+configfiles=()
+print_source_dir=0
+add_configfile() {
+    [[ -f "$1" ]] || { say "error: config file $1 does not exist"; exit 1; }
+    configfiles+=("$(realpath -- "$1")")
+}
+[[ -n "${GUESTIO_CONFIGFILE:-}" ]] && add_configfile "$GUESTIO_CONFIGFILE"
+while (($#)); do
+    case $1 in
+        --configfile|--configfiles)
+            shift
+            (($#)) && [[ $1 != -* ]] || { say "error: --configfile needs a file"; exit 2; }
+            # Like snakemake's option: every following word that is not an option.
+            while (($#)) && [[ $1 != -* ]]; do add_configfile "$1"; shift; done
+            continue ;;
+        --configfile=*) add_configfile "${1#--configfile=}" ;;
+        --print-source-dir) print_source_dir=1 ;;
+        -h|--help) usage ;;
+        *) say "error: unknown argument $1"; usage ;;
+    esac
+    shift
+done
+cd "$(dirname "$0")/.."
+
+# qemu.source_dir of the run with these config files (GUESTIO_QEMU_SOURCE_DIR overrides it),
+# ~ expanded; refused (exit 1, the reason on stderr) when it is /, a system directory, or a
+# directory with other files in it: set-up chowns it to _apt (guestio.build.hostdirs).
+resolve_source_dir() {
+    local python=.venv/bin/python args=()
+    if [[ ! -x "$python" ]]; then
+        python=python3
+        "$python" -c 'import yaml' 2>/dev/null ||
+            { say "error: reading the config needs PyYAML: run envs/setup.sh without --print-source-dir first"; exit 1; }
+    fi
+    for f in "${configfiles[@]}"; do args+=(--configfile "$f"); done
+    PYTHONPATH="$PWD/workflow${PYTHONPATH:+:$PYTHONPATH}" "$python" -m guestio.build.hostdirs qemu-source-dir "${args[@]}"
+}
+if ((print_source_dir)); then
+    resolve_source_dir
+    exit
+fi
 
 # derive_sources LIST SED WHY: write the apt sources file LIST, debian.sources with one sed
 # expression applied (debian.sources itself is never edited).  False when LIST exists.
@@ -53,22 +102,31 @@ if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
     apt-get update -qq
 fi
 
+stamp=.venv/.guestio-requirements
+want=$(cat envs/requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+if [[ ! -x .venv/bin/python || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+    say "creating the Python environment in .venv (pinned: envs/requirements.txt)"
+    python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check -r envs/requirements.txt
+    # The guestio package (workflow/guestio) is imported from the checkout itself.
+    .venv/bin/python -c 'import site, sys; open(site.getsitepackages()[0] + "/guestio.pth", "w").write(sys.argv[1] + "\n")' "$PWD/workflow"
+    echo "$want" > "$stamp"
+else
+    say "Python environment: up to date"
+fi
+
 # QEMU is built from Debian's qemu source package, the version of the installed
 # qemu-system-x86 (workflow/rules/qemu.smk).  Set-up is the only step that touches
 # apt's sources: it adds a deb-src entry mirroring debian.sources, updates the
 # Sources index only when it does not know that version, and downloads the .dsc,
 # orig and debian tarballs (checksums verified by apt against the signed index)
-# into qemu.source_dir of config/config.yaml (GUESTIO_QEMU_SOURCE_DIR overrides it).
+# into qemu.source_dir of the run's configuration: config/config.yaml with the
+# --configfile files over it (GUESTIO_QEMU_SOURCE_DIR overrides it).  It comes after the
+# Python environment, which reads that YAML.
 qemu_source() {
     local binpkg=qemu-system-x86 src_list=/etc/apt/sources.list.d/guestio-src.sources
     local dir srcpkg srcver nover upver
-    dir=${GUESTIO_QEMU_SOURCE_DIR:-$(awk '
-        /^qemu:/ { q = 1; next }
-        /^[^ #]/ { q = 0 }
-        q && /^[ ]+source_dir:/ { sub(/^[ ]+source_dir:[ ]*/, ""); sub(/[ ]+#.*/, ""); gsub(/["\047]/, ""); print; exit }
-    ' config/config.yaml)}
-    dir=${dir:-/var/cache/guestio/src/qemu}
-    dir=${dir/#\~/$HOME}
+    dir=$(resolve_source_dir) || exit 1
     srcpkg=$(dpkg-query -W -f='${source:Package}' "$binpkg")
     srcver=$(dpkg-query -W -f='${source:Version}' "$binpkg")
     nover=${srcver#*:}          # no epoch: 7.2+dfsg-7+deb12u18
@@ -90,22 +148,13 @@ qemu_source() {
     fi
     say "downloading QEMU source $srcpkg $srcver into $dir"
     mkdir -p "$dir"
-    # apt drops privileges to _apt for downloads: let it write there.
-    if id _apt >/dev/null 2>&1; then chown _apt "$dir"; fi
+    # The marker first (empty: nothing fetched yet) claims the directory as set-up's own, so
+    # that a run after an interrupted download may still take it over (guestio.build.hostdirs).
+    [[ -e "$dir/.guestio-fetched" ]] || : > "$dir/.guestio-fetched"
+    # apt drops privileges to _apt for downloads: let it write there (the directory alone,
+    # which resolve_source_dir checked is a dedicated one).
+    if id _apt >/dev/null 2>&1; then chown -- _apt "$dir"; fi
     (cd "$dir" && apt-get source -qq --download-only "$srcpkg=$srcver")
-    echo "$srcpkg $srcver" > "$dir/.guestio-fetched"
+    echo "$srcpkg $srcver" > "$dir/.guestio-fetched.tmp" && mv -f -- "$dir/.guestio-fetched.tmp" "$dir/.guestio-fetched"
 }
 qemu_source
-
-stamp=.venv/.guestio-requirements
-want=$(cat envs/requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
-if [[ ! -x .venv/bin/python || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
-    say "creating the Python environment in .venv (pinned: envs/requirements.txt)"
-    python3 -m venv .venv
-    .venv/bin/pip install -q --disable-pip-version-check -r envs/requirements.txt
-    # The guestio package (workflow/guestio) is imported from the checkout itself.
-    .venv/bin/python -c 'import site, sys; open(site.getsitepackages()[0] + "/guestio.pth", "w").write(sys.argv[1] + "\n")' "$PWD/workflow"
-    echo "$want" > "$stamp"
-else
-    say "Python environment: up to date"
-fi

@@ -92,3 +92,14 @@ def test_later_layer_wins_and_unset_symbols_render():
     assert kconfig.parse(merged) == {"CONFIG_HZ": "100", "CONFIG_VT": None, "CONFIG_X": "y"}
     assert kconfig.missing("CONFIG_HZ=100\n", reqs) == []
     assert kconfig.missing("CONFIG_HZ=1000\nCONFIG_VT=y\n", reqs)[0][0].layer == "hz100"
+
+
+def test_the_build_hashes_paths_relative_to_its_own_work_directory(tmp_path, monkeypatch):
+    """ccache's base directory is the variant's work directory (source and objects inside it),
+    never /: with / the compiler's -isystem /usr/lib/gcc/... would be hashed as ../../../usr/...,
+    which differs with the depth of the clone, and a fresh clone elsewhere would miss."""
+    monkeypatch.setenv("CCACHE_BASEDIR", "/")
+    env = kernel.build_env(tmp_path / "cache", tmp_path / "build" / "kernel" / "baseline")
+    assert env["CCACHE_BASEDIR"] == str((tmp_path / "build" / "kernel" / "baseline").resolve())
+    assert env["CCACHE_DIR"] == str(tmp_path / "cache") and env["KBUILD_BUILD_USER"] == "guestio"
+    assert kernel.build_env(None)["CCACHE_DISABLE"] == "1"

@@ -194,8 +194,17 @@ def test_load_build_finds_the_binary_beside_its_record_and_checks_it(tmp_path):
 
 
 def test_source_files_name_set_up_when_missing(tmp_path):
-    with pytest.raises(qemu.QemuBuildError, match="run envs/setup.sh"):
-        qemu.source_files(tmp_path, "qemu", "1:7.2+dfsg-7+deb12u18")
+    with pytest.raises(qemu.QemuBuildError, match=r"run `\./envs/setup\.sh`"):
+        qemu.source_files(tmp_path, "qemu", "1:7.2+dfsg-7+deb12u18", configfiles=[])
+
+
+def test_the_missing_source_error_names_set_up_with_the_runs_config_files(tmp_path):
+    """A --configfile user is told the set-up command that reads the same qemu.source_dir."""
+    mine = tmp_path / "my config.yaml"
+    with pytest.raises(qemu.QemuBuildError) as raised:
+        qemu.source_files(tmp_path, "qemu", "1:7.2+dfsg-7+deb12u18",
+                          configfiles=[REPO / "config" / "quick.yaml", mine])
+    assert f"`./envs/setup.sh --configfile config/quick.yaml --configfile '{mine}'`" in str(raised.value)
 
 
 def test_dsc_checksums_are_read(tmp_path):
@@ -295,7 +304,8 @@ def test_built_binary_has_the_devices_tcg_and_plugins_the_experiments_need(built
 
 
 def _build_counting_ccache(variant: str, layers: list[str], tmp_path: Path) -> tuple[dict, int, int]:
-    """Build a variant in a fresh tree with the config's ccache; its record, ccache hits and misses."""
+    """Build a variant in a fresh tree (tmp_path/work) with the config's ccache; its record,
+    ccache hits and misses."""
     source = json.loads((RESULTS / "qemu" / "source.json").read_text())
     ccache = Path(yaml.safe_load((REPO / "config" / "config.yaml").read_text())["qemu"]["ccache_dir"]).expanduser()
     env = qemu.build_env(ccache)
@@ -317,8 +327,20 @@ def _build_counting_ccache(variant: str, layers: list[str], tmp_path: Path) -> t
 @pytest.mark.build
 @pytest.mark.boot
 def test_a_rebuild_in_a_fresh_tree_is_served_from_ccache(built, tmp_path):
-    """A wiped build dir recompiles nothing: every compilation is a ccache hit (times: the bench)."""
-    record, hits, misses = _build_counting_ccache("stock", [], tmp_path)
+    """A wiped build dir recompiles nothing: every compilation is a ccache hit (times: the bench),
+    also in a tree at another depth, as in a clone somewhere else.
+
+    The first build fills the cache with whatever the pipeline's build (built) did not leave
+    there (it may be from an older checkout); the second, three directories deeper than both
+    the first and the pipeline's tree, must then hit for everything.  Paths outside the tree
+    (/usr/include/glib-2.0, made relative with a base directory of /) once differed with the
+    depth: 6 hits, 937 misses."""
+    _build_counting_ccache("stock", [], tmp_path / "first")
+    # Work directories: tmp_path/first/work, and the pipeline's build/qemu/stock.
+    depths = (len(tmp_path.parts) + 2, len((REPO / "build" / "qemu" / "stock").absolute().parts))
+    deeper = tmp_path.joinpath(*["d"] * (max(depths) + 3 - len(tmp_path.parts) - 1))
+    record, hits, misses = _build_counting_ccache("stock", [], deeper)
+    assert len((deeper / "work").parts) == max(depths) + 3
     assert hits > 500 and misses <= 0.02 * hits, (hits, misses)  # 943 compilations, all hits, when written
     assert record["version"] == built["version"]
 
@@ -332,3 +354,13 @@ def test_a_patch_layer_recompiles_only_what_it_touches(built, tmp_path):
     record, hits, misses = _build_counting_ccache("coalesce", ["coalesce"], tmp_path)
     assert hits > 500 and misses <= 30, (hits, misses)
     assert record["patches"] and record["version"] == built["version"]
+
+
+def test_the_build_hashes_paths_relative_to_its_own_work_directory(tmp_path, monkeypatch):
+    """ccache's base directory is the variant's work directory (src/ and build/ inside it), never
+    /: with / the objects' -I/usr/include/glib-2.0 would be hashed as ../../../usr/include/...,
+    which differs with the depth of the clone (a fresh clone elsewhere: 6 hits, 937 misses)."""
+    monkeypatch.setenv("CCACHE_BASEDIR", "/")
+    env = qemu.build_env(tmp_path / "cache", tmp_path / "build" / "qemu" / "stock")
+    assert env["CCACHE_BASEDIR"] == str((tmp_path / "build" / "qemu" / "stock").resolve())
+    assert env["CCACHE_CONFIGPATH"] == str(tmp_path / "cache" / "ccache.conf")

@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
+from guestio.build.hostdirs import setup_command
+
 __all__ = ["Finding", "Probe", "HostCapabilityError", "probe", "record", "stop_message", "parse_scheduler_line",
            "resolve_host_schedulers", "loop_schedulers", "CAPABILITIES_FILE"]
 
@@ -337,7 +339,7 @@ def qemu_source(root: Path, source_dir: str, locate: Callable[[str], object],
     except Exception as error:   # the build module's own message names what is missing
         src = "a deb-src entry exists" if _has_deb_src(root) else "no deb-src entry in apt's sources"
         return Finding("QEMU source", False, f"{error} ({src})", needed_by,
-                       "run envs/setup.sh (adds deb-src and downloads the source), or set qemu.binary: host")
+                       f"run `{setup_command()}` (adds deb-src and downloads the source), or set qemu.binary: host")
     return Finding("QEMU source", True, f"Debian's qemu source package in {source_dir}", needed_by)
 
 

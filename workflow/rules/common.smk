@@ -19,6 +19,8 @@ REPO = Path(workflow.basedir)
 LAYERS_ROOT = REPO / "workflow" / "kernel" / "layers"
 JOBS_DIR = REPO / "workflow" / "jobs"
 JOB_LIB = guestio.vm.machine.JOB_LIB  # sourced by every job, delivered beside it
+# The set-up command that error messages name carries this run's --configfile files.
+guestio.build.hostdirs.set_run_configfiles(workflow.overwrite_configfiles or [])
 
 try:
     guestio.config.check(config, REPO / "workflow" / "schemas" / "config.schema.yaml")

@@ -97,8 +97,10 @@ def prepare_tree(pristine: Path, tree: Path, patch_files: list[Path]) -> None:
     patches.prepare_tree(pristine, tree, patch_files, KernelBuildError)
 
 
-def build_env(ccache_dir: Path | None) -> dict:
-    return ccache.env(ccache_dir, dict(os.environ, **REPRODUCIBLE_ENV))
+def build_env(ccache_dir: Path | None, workdir: Path | None = None) -> dict:
+    """The build's environment; *workdir* (source and objects inside it) is ccache's base
+    directory, so the same build in another clone, at any depth, hits (guestio.build.ccache)."""
+    return ccache.env(ccache_dir, dict(os.environ, **REPRODUCIBLE_ENV), tree=workdir)
 
 
 def make(tree: Path, objdir: Path, args: list[str], env: dict, log, cc: str) -> None:
@@ -161,7 +163,7 @@ def build_variant(
     objdir = tree / ".build"
     patch_files = [p for layer in layers for p in kconfig.layer_patches(layers_root, layer)]
     cc = ccache.compiler(ccache_dir)
-    env = build_env(ccache_dir)
+    env = build_env(ccache_dir, tree.parent)
     with open(log_path, "w") as log, exclusive(workdir, log=lambda msg: print(msg, file=log, flush=True)):
         started = time.monotonic()
         prepare_tree(Path(pristine).resolve(), tree, patch_files)

@@ -39,7 +39,7 @@ import sys
 import time
 from pathlib import Path
 
-from guestio.build import ccache, patches
+from guestio.build import ccache, hostdirs, patches
 from guestio.util import exclusive, sha256_file, write_json_atomic
 
 BINARY_NAME = "qemu-system-x86_64"
@@ -110,8 +110,11 @@ def installed_source(binary_package: str = BINARY_PACKAGE) -> dict:
             "binary_package": binary_package, "binary_version": _dpkg(binary_package, "${Version}")}
 
 
-def source_files(source_dir: Path, package: str, version: str) -> dict[str, Path]:
-    """The .dsc, orig and debian tarballs of *package* *version* in *source_dir* (set-up fetched them)."""
+def source_files(source_dir: Path, package: str, version: str, configfiles=None) -> dict[str, Path]:
+    """The .dsc, orig and debian tarballs of *package* *version* in *source_dir* (set-up fetched them).
+
+    *configfiles*: the --configfile files for the set-up command the error names (default:
+    those of the Snakemake run in this process)."""
     source_dir = Path(source_dir).expanduser()
     noepoch = version.split(":", 1)[-1]
     upstream = noepoch.rsplit("-", 1)[0]
@@ -123,8 +126,9 @@ def source_files(source_dir: Path, package: str, version: str) -> dict[str, Path
     missing = [k for k, v in found.items() if v is None or not Path(v).is_file()]
     if missing:
         raise QemuBuildError(
-            f"QEMU source {package} {version} is not in {source_dir} (missing: {', '.join(missing)}): "
-            "run envs/setup.sh, which downloads it (it adds a deb-src entry to apt's sources)")
+            f"QEMU source {package} {version} is not in {source_dir} (qemu.source_dir; missing: "
+            f"{', '.join(missing)}): run `{hostdirs.setup_command(configfiles)}`, which downloads it "
+            "there (it adds a deb-src entry to apt's sources)")
     return found
 
 
@@ -275,8 +279,10 @@ def configuration(variant: str, qemu_config: dict) -> dict | None:
     return {"configure_args": configure_args(variant), "devices": DEVICES, "firmware_path": FIRMWARE_PATH}
 
 
-def build_env(ccache_dir: Path | None) -> dict:
-    return ccache.env(ccache_dir, dict(os.environ, LC_ALL="C", PYTHONDONTWRITEBYTECODE="1"))
+def build_env(ccache_dir: Path | None, workdir: Path | None = None) -> dict:
+    """The build's environment; *workdir* (source and objects inside it) is ccache's base
+    directory, so the same build in another clone, at any depth, hits (guestio.build.ccache)."""
+    return ccache.env(ccache_dir, dict(os.environ, LC_ALL="C", PYTHONDONTWRITEBYTECODE="1"), tree=workdir)
 
 
 def _run(cmd: list[str], cwd: Path, env: dict, log, what: str) -> None:
@@ -366,7 +372,7 @@ def build_variant(
     tree, objdir = workdir / "src", workdir / "build"
     patch_files = patches.variant_patches(layers_root, layers, what="QEMU layer", error=QemuBuildError)
     cc = ccache.compiler(ccache_dir)
-    env = build_env(ccache_dir)
+    env = build_env(ccache_dir, workdir)
     args = configure_args(variant)
     with open(log_path, "w") as log, exclusive(workdir, log=lambda m: log.write(m + "\n")):
         ensure_source(source, pristine, log=log)
@@ -379,7 +385,7 @@ def build_variant(
         shutil.rmtree(objdir, ignore_errors=True)
         objdir.mkdir(parents=True)
         # A relative path to configure: meson then names sources ../src/..., the same for every
-        # variant, so ccache (base dir /) shares objects between variants.
+        # variant and every clone, so ccache (base dir: workdir) shares objects between them.
         _run([f"../{tree.name}/configure", f"--cc={cc}", *args], objdir, env, log, f"configure of QEMU {variant}")
         _run(["ninja", "-j", str(jobs), BINARY_NAME], objdir, env, log, f"ninja {BINARY_NAME} of QEMU {variant}")
         seconds = time.monotonic() - started
