@@ -63,3 +63,13 @@ def test_a_dollar_reaches_make_escaped_and_a_line_break_is_refused():
     assert plugin.make_value("/r/$HOME/$(x)") == "/r/$$HOME/$$(x)"
     with pytest.raises(plugin.PluginPathError, match="line break"):
         plugin.make_value("/r/a\nb")
+
+
+@pytest.mark.parametrize("name", ["c:d", "s;t", "p%q", "a#b", "w*x?[y]", "back\\slash", "tab\there", "--help",
+                                  "${HOME}", "$(shell touch {canary})"])
+def test_make_syntax_in_the_path_is_data_too(tmp_path, canaries, name):
+    build = tmp_path / name.replace("{canary}", str(canaries[0])) / "plugin"
+    done = subprocess.run(plugin.make_argv(build, targets=("decoder",)), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (build / "exitcount-decode").is_file()
+    assert not canaries[0].exists()

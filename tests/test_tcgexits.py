@@ -444,7 +444,7 @@ def selfcheck_so(plugin_so, tmp_path_factory) -> Path:
     try:
         subprocess.run(["make", "-s", "-C", str(tcgexits.PLUGIN_DIR), f"BUILD={out}",
                         f"HDR_DIR={BUILD / 'include'}", f"CFLAGS={cflags}",
-                        f"{out}/libexitcount.so"], check=True, capture_output=True, text=True)
+                        "plugin"], check=True, capture_output=True, text=True)
     except subprocess.CalledProcessError as exc:
         pytest.fail(f"building the self-check plugin failed: {exc.stdout}\n{exc.stderr}")
     return out / "libexitcount.so"
