@@ -8,4 +8,6 @@
 # Usage: workflow/plugin/fetch_header.sh [DIR]     (default: build/plugin)
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-PYTHONPATH="$here/..${PYTHONPATH:+:$PYTHONPATH}" exec python3 -m guestio.build.qemu plugin-header "${1:-build/plugin}"
+python=$here/../../.venv/bin/python    # the pinned environment (envs/setup.sh), else the host's
+[ -x "$python" ] || python=python3
+PYTHONPATH="$here/..${PYTHONPATH:+:$PYTHONPATH}" exec "$python" -m guestio.build.qemu plugin-header "${1:-build/plugin}"

@@ -16,8 +16,6 @@ import shlex
 import sys
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[3]
 DEFAULT_CONFIG = REPO / "config" / "config.yaml"
 #: What envs/setup.sh leaves in qemu.source_dir: the directory is ours to chown and fill.
@@ -92,6 +90,8 @@ def _merge(base: dict, override: dict) -> dict:
 
 def load_config(configfiles: list[os.PathLike | str]) -> dict:
     """config/config.yaml, then each --configfile in order."""
+    import yaml  # here: the build modules that import this one must load without PyYAML
+
     config: dict = {}
     for f in [DEFAULT_CONFIG, *configfiles]:
         try:
