@@ -217,6 +217,9 @@ def test_interrupts_parser_counts_the_nics_lines_only():
     assert netbench.parse_interrupts(text, ["virtio0"]) == 0
     with pytest.raises(netbench.NetBenchError, match="CPU header"):
         netbench.parse_interrupts("eth0 12\n", ["eth0"])
+    guest = (DATA / "interrupts-e1000-guest.txt").read_text()  # a real guest's, e1000 on IRQ 11
+    assert netbench.parse_interrupts(guest, ["eth0", "0000:00:03.0"]) == 2714
+    assert netbench.parse_interrupts(guest, ["ttyS0"]) > 0
 
 
 class _FakeTestbed:
@@ -355,7 +358,7 @@ def test_a_failed_guest_benchmark_names_the_step_and_guestb(tmp_path, monkeypatc
 
 def test_guest_gro_is_read_back_and_a_mismatch_refused(tmp_path):
     (tmp_path / "gro.txt").write_text("requested=off\nreadback=off\n")
-    (tmp_path / "offloads.txt").write_text((DATA / "ethtool-k-gro-off.txt").read_text())
+    (tmp_path / "offloads.txt").write_text((DATA / "ethtool-k-e1000-guest.txt").read_text())
     gro = netbench.read_guest_gro(tmp_path)
     assert gro["readback"] == "off" and gro["offloads"]["generic-receive-offload"] == "off"
     assert netbench.gro_measurement(gro) == netbench.Measurement("guest_gro", 0.0, "on=1")
