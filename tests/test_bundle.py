@@ -226,7 +226,7 @@ def test_bundle_rerenders_every_figure_and_table_offline_byte_identically(bundle
     assert meta["commit"] == head and (root / "workflow" / "Snakefile").is_file()
     assert (root / "envs" / "requirements.txt").read_text() == (REPO / "envs" / "requirements.txt").read_text()
     assert "results_dir: " + rel in (root / "config" / "used.yaml").read_text()
-    for f in ("tables/disk.csv", "tables/disk.provenance.json", "exits/bonnie/baseline/stock/exits.csv",
+    for f in ("tables/disk.csv", "tables/disk.provenance.json", "exits/bonnie/baseline/stock/rep0/exits.csv",
               "figures/fig1.pdf", "figures/fig1.png", "figures/fig2-ratios.csv", "tables/table3.md", "claims.md",
               "claims.csv"):
         assert (root / "files" / rel / f).is_file(), f

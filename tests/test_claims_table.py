@@ -202,9 +202,10 @@ def test_a_stage_figure_summary_is_matched_by_quantity(results):
 
 
 def test_a_table_artifact_long_form_csv_gives_its_ratios(results):
-    """Table 4's quantities select columns of its own table (side, site_rank)."""
+    """Table 4's quantities select columns of its own table (side, site_role, site_rank)."""
     table = results / "tables" / "table4.csv"
     recs = [{"metric": "port_io_exits_per_gib", "side": side, "site_rank": rank, "site": site, "repetition": rep,
+             "site_role": "merged" if site == "ata_sff_tf_load" else "",
              "accelerator": "tcg-modelled", "value": base * (0.15 if side == "after" else 1.0) * (1 + rep / 100)}
             for side in ("before", "after") for rank, site, base in (("1", "ata_sff_tf_load", 1000.0),
                                                                       ("2", "ata_bmdma_setup", 150.0))
@@ -240,7 +241,8 @@ def test_one_exit_count_on_each_side_is_inconclusive(results):
     """One exit run on each side once counted as exact (its CI the ratio itself); the rule asks
     for two independent runs on each side before any interval, so it is inconclusive, saying so."""
     table = results / "tables" / "table4.csv"
-    pd.DataFrame([{"experiment": "table4", "side": side, "qemu": qemu, "site_rank": "1", "site": "ata_sff_tf_load", "accelerator": "tcg-modelled",
+    pd.DataFrame([{"experiment": "table4", "side": side, "qemu": qemu, "site_rank": "1", "site": "ata_sff_tf_load",
+                   "site_role": "merged", "accelerator": "tcg-modelled",
                    "metric": "port_io_exits_per_gib", "value": value}
                   for side, qemu, value in (("before", "stock", 15864.0), ("after", "coalesce", 2343.0))]
                  ).to_csv(table, index=False)

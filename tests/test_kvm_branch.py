@@ -144,7 +144,7 @@ def test_table3_from_a_recorded_kvm_run_through_snakemake(tmp_path):
     run = subprocess.run(cli, cwd=REPO, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-4000:]
 
-    sites = schema.read_csv(RESULTS / "exits" / "bonnie" / "baseline" / "stock" / "exits.csv")
+    sites = schema.read_csv(RESULTS / "exits" / "bonnie" / "baseline" / "stock" / "rep0" / "exits.csv")
     assert set(sites.accelerator) == {"kvm"} and sites["handling_ns"].notna().any()
     expected = parse_trace_dir(recording / "kvm-trace", workload="bonnie++", variant="baseline", phase="boot",
                                symbols=SymbolTable.from_system_map(
@@ -154,9 +154,9 @@ def test_table3_from_a_recorded_kvm_run_through_snakemake(tmp_path):
     benchmark = sites[sites.phase == "benchmark"]
     assert {"iowrite8", "ioread8", "acpi_pm_read"} <= set(sites.function), sorted(set(sites.function))
     assert not benchmark.empty
-    summary = json.loads((RESULTS / "exits" / "bonnie" / "baseline" / "stock" / "summary.json").read_text())
+    summary = json.loads((RESULTS / "exits" / "bonnie" / "baseline" / "stock" / "rep0" / "summary.json").read_text())
     assert summary["backend"] == "kvm" and summary["events_lost_lower_bound"] >= 17
-    provenance = json.loads((RESULTS / "exits" / "bonnie" / "baseline" / "stock" / "provenance.json").read_text())
+    provenance = json.loads((RESULTS / "exits" / "bonnie" / "baseline" / "stock" / "rep0" / "provenance.json").read_text())
     assert provenance["accelerator"]["accelerator"] == "kvm"
 
     table = (RESULTS / "tables" / "table3.md").read_text()

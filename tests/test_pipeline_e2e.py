@@ -150,7 +150,7 @@ def test_table3_shows_the_pm_timer_verification_vanish(interrupted_then_complete
     baseline, pmtmr = (int(cell) for cell in row.strip("|").split("|")[1:3])
     assert baseline > 0 and pmtmr == 0
     for variant in ("baseline", "pmtmr"):
-        check = (RESULTS / "exits" / "bonnie" / variant / "stock" / "crosscheck.txt").read_text()
+        check = (RESULTS / "exits" / "bonnie" / variant / "stock" / "rep0" / "crosscheck.txt").read_text()
         assert check.startswith("cross-check OK")
-        summary = json.loads((RESULTS / "exits" / "bonnie" / variant / "stock" / "summary.json").read_text())
+        summary = json.loads((RESULTS / "exits" / "bonnie" / variant / "stock" / "rep0" / "summary.json").read_text())
         assert summary["written_mib"] > 0 and summary["exits_per_mib_written"] > 0

@@ -218,28 +218,54 @@ def figure_files(fig):
 PLUGIN = f"{RESULTS}/exits/plugin/libexitcount.so"
 
 
-EXIT_DIR = f"{RESULTS}/exits/{{workload}}/{{variant}}/{{qemu}}"
+# One exit run: workload, kernel variant, QEMU variant and repetition.  Every exit table reads
+# repetition 0; only Table 4 asks for more (diskmods.coalesce.exit_repetitions), so its before
+# side's rep0 is Table 3's run of that condition and no other table's run is repeated.
+EXIT_DIR = f"{RESULTS}/exits/{{workload}}/{{variant}}/{{qemu}}/rep{{rep}}"
 
 
-def exit_runs(workload, variants, qemu, name):
-    """One file of the exit runs of a workload, per kernel variant, on one QEMU variant."""
-    return [f"{EXIT_DIR.format(workload=workload, variant=v, qemu=qemu)}/{name}" for v in variants]
+wildcard_constraints:
+    rep=r"\d+",
 
 
-def exits_recorded(variant):
-    """A KVM run of this variant recorded elsewhere (config exits.kvm_recorded), or None."""
+def exit_dir(workload, variant, qemu, rep=0):
+    """The directory of one exit run."""
+    return EXIT_DIR.format(workload=workload, variant=variant, qemu=qemu, rep=rep)
+
+
+def exit_runs(workload, variants, qemu, name, reps=(0,)):
+    """One file of the exit runs of a workload, per kernel variant and repetition (in that
+    order), on one QEMU variant."""
+    return [f"{exit_dir(workload, v, qemu, rep)}/{name}" for v in variants for rep in reps]
+
+
+def exits_recorded(variant, rep=0):
+    """A KVM run of this variant recorded elsewhere (config exits.kvm_recorded), or None.
+    Repetition 0 is the variant's directory there, repetition k its subdirectory rep<k>."""
     recorded = config["exits"]["kvm_recorded"]
-    return str(Path(recorded) / variant) if recorded else None
+    if not recorded:
+        return None
+    run = Path(recorded) / variant
+    if int(rep) == 0:
+        return str(run)
+    # One recording read twice would be two identical "independent" runs: an interval of nothing.
+    run = run / f"rep{rep}"
+    if not run.is_dir():
+        raise WorkflowError(
+            f"exits.kvm_recorded: {run} does not exist, and repetition {rep} of the exit runs of {variant} "
+            f"(diskmods.coalesce.exit_repetitions) needs a recording of its own; record one there (laid out "
+            f"as {Path(recorded) / variant}), or leave exits.kvm_recorded unset to run them here")
+    return str(run)
 
 
 def exit_run_inputs(wildcards):
     """What booting the exit run needs; a recorded KVM run needs none of it."""
-    if exits_recorded(wildcards.variant):
+    if exits_recorded(wildcards.variant, wildcards.rep):
         return {}
     return {"initrd": IMAGE, "data_disk": DATA_DISK, "plugin": PLUGIN}
 
 
 def exits_accelerator(wildcards):
     """The accelerator decision an exit table follows: this host's, or the recording's."""
-    recorded = exits_recorded(wildcards.variant)
+    recorded = exits_recorded(wildcards.variant, wildcards.rep)
     return f"{recorded}/accelerator.json" if recorded else ACCELERATOR

@@ -1,7 +1,8 @@
 # Disk-side modifications (issue 10):
 #   table4  Table 4, modification 1: port-I/O exits at the two hottest call sites before and
 #           after merging libata's taskfile writes into one doorbell write (kernel variant
-#           coalesce on the coalesce QEMU), per GiB written, beside bonnie++ throughput and CPU.
+#           coalesce on the coalesce QEMU), per GiB written, over diskmods.coalesce.exit_repetitions
+#           exit runs per side, beside bonnie++ throughput and CPU.
 #   sched   §3.2.2, modification 4: the guest's I/O scheduler of the data disk under a host
 #           that schedules too (a loop device made for the run, guestio.workloads.hostdisk).
 # Included before disk.smk and figures.smk: registers the tables "coalesce" and "sched" and
@@ -30,9 +31,12 @@ register_table("sched", disk_vm_runs(SCHED_CONDITIONS, reps=DISKMODS_REPS),
 FIGURES["sched"] = "sched"
 
 
-# Files of the before and the after exit run (bonnie++ under the exit backend), by name.
-COALESCE_EXITS = {name: [exit_runs("bonnie", [COALESCE[side]["variant"]], COALESCE[side]["qemu"], name)[0]
-                         for side in ("before", "after")]
+# Files of the before and the after exit runs (bonnie++ under the exit backend), by name: every
+# repetition of before, then every repetition of after.  The before side's rep0 is Table 3's run.
+COALESCE_EXIT_REPS = range(COALESCE["exit_repetitions"])
+COALESCE_EXITS = {name: [path for side in ("before", "after")
+                         for path in exit_runs("bonnie", [COALESCE[side]["variant"]], COALESCE[side]["qemu"], name,
+                                               reps=COALESCE_EXIT_REPS)]
                   for name in ("exits.csv", "summary.json", "provenance.json")}
 
 
@@ -52,6 +56,7 @@ rule table4:
     params:
         sides={side: {"variant": COALESCE[side]["variant"], "qemu": COALESCE[side]["qemu"]} for side in ("before", "after")},
         sites=COALESCE["sites"],
+        exit_repetitions=COALESCE["exit_repetitions"],
         seed=config["figures"]["seed"],
     log:
         f"{RESULTS}/tables/table4.log",

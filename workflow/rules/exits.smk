@@ -41,7 +41,7 @@ rule exit_sites:
         vm=config["vm"],
         exits=config["exits"],
         guest_scheduler=DISK["guest_scheduler"],
-        recorded=lambda w: exits_recorded(w.variant),
+        recorded=lambda w: exits_recorded(w.variant, w.rep),
         tick=lambda w: guestio.workloads.tick.trigger(config, w.qemu),  # timer.smk: the tick's settings
     threads: workflow.cores
     log:

@@ -34,7 +34,7 @@ FIGURES["fig5"] = "timer"
 
 
 # The exit runs of Table 1, one directory per condition.
-TIMER_EXIT_DIRS = [EXIT_DIR.format(workload="cpu", variant=v, qemu=q) for v, q in TIMER_CONDITIONS.values()]
+TIMER_EXIT_DIRS = [exit_dir("cpu", v, q) for v, q in TIMER_CONDITIONS.values()]
 
 
 # Table 1: exit sites of the CPU-bound job (sysbench cpu, SPECjbb2005's stand-in), one run per
