@@ -66,6 +66,9 @@ IMAGE = f"{RESULTS}/image/initramfs.cpio"
 IMAGE_MANIFEST = f"{RESULTS}/image/initramfs.json"
 DATA_DISK = f"{RESULTS}/disks/data-{config['image']['data_disk_mib']}M.img"
 HOST_SNAPSHOT = f"{RESULTS}/host/host.json"
+# The host probe's findings (guestio.hostprobe), written at parse time; what the provenance
+# records of a table read it, so those rules name it as an input.
+HOST_CAPABILITIES = f"{RESULTS}/{guestio.hostprobe.CAPABILITIES_FILE}"
 ACCELERATOR = f"{RESULTS}/host/accelerator.json"
 RUN_DIR = f"{RESULTS}/runs"
 CONDA_ENV = "../../envs/guestio.yaml"

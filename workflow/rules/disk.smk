@@ -63,6 +63,7 @@ rule measurement_table:
         builds=lambda w: [kernel_outputs(v)["build"] for v in TABLES[w.table]["variants"]],
         qemus=lambda w: [qemu_outputs(q)["build"] for q in TABLES[w.table]["qemus"]],
         host=HOST_SNAPSHOT,
+        capabilities=HOST_CAPABILITIES,
         accelerator=ACCELERATOR,
         image_manifest=IMAGE_MANIFEST,
     output:

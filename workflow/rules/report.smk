@@ -124,6 +124,7 @@ rule bundle:
         artifacts=artifact_files,
         claims=[CLAIMS_MD, CLAIMS_CSV, CLAIMS_QUANTITIES, CLAIMS_COST],
         render=f"{RESULTS}/bundle/render.json",
+        capabilities=HOST_CAPABILITIES,
     output:
         BUNDLE,
     params:
