@@ -11,6 +11,7 @@ import guestio.build.kconfig
 import guestio.build.patches
 import guestio.build.qemu
 import guestio.hostprobe
+import guestio.progress
 import guestio.provenance
 import guestio.vm.machine
 import guestio.util
@@ -55,6 +56,9 @@ guestio.lifetime.sweep_stale_trace_instances()
 onstart:
     guestio.lifetime.record_snakemake_locks(Path.cwd(), getattr(workflow.persistence, "_lockfile", {}).values())
     guestio.util.hold_exclusive(Path(RESULTS) / ".snakemake-run")
+    # The run's estimated time by stage, and the time left as jobs finish (real runs only: a dry
+    # run calls no onstart).  It never stops the run: a problem is one warning line.
+    guestio.progress.start(workflow)
 
 
 VARIANTS = list(config["variants"])

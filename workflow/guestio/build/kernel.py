@@ -18,6 +18,7 @@ from pathlib import Path
 
 from guestio.build import ccache, kconfig
 from guestio.build import patches
+from guestio import progress
 from guestio.util import exclusive, sha256_file, write_json_atomic
 
 # Fixed build identity, so that two builds of the same input differ only where
@@ -168,7 +169,9 @@ def build_variant(
         started = time.monotonic()
         prepare_tree(Path(pristine).resolve(), tree, patch_files)
         configure(tree, objdir, layers_root, layers, env, log, cc)
-        make(tree, objdir, [f"-j{jobs}", "bzImage"], env, log, cc)
+        # A cold build takes minutes: a line a minute, in the log and on stderr.
+        with progress.heartbeat(lambda: f"kernel {variant}: {progress.compiled_objects(log_path)} objects compiled", log):
+            make(tree, objdir, [f"-j{jobs}", "bzImage"], env, log, cc)
         seconds = time.monotonic() - started
         outputs = collect(objdir, Path(outdir))
     record = {

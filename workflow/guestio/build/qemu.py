@@ -39,6 +39,7 @@ import sys
 import time
 from pathlib import Path
 
+from guestio import progress
 from guestio.build import ccache, hostdirs, patches
 from guestio.util import exclusive, sha256_file, write_json_atomic
 
@@ -387,7 +388,9 @@ def build_variant(
         # A relative path to configure: meson then names sources ../src/..., the same for every
         # variant and every clone, so ccache (base dir: workdir) shares objects between them.
         _run([f"../{tree.name}/configure", f"--cc={cc}", *args], objdir, env, log, f"configure of QEMU {variant}")
-        _run(["ninja", "-j", str(jobs), BINARY_NAME], objdir, env, log, f"ninja {BINARY_NAME} of QEMU {variant}")
+        # A cold build takes minutes: a line a minute, in the log and on stderr.
+        with progress.heartbeat(lambda: f"QEMU {variant}: {progress.ninja_steps(log_path)} build steps", log):
+            _run(["ninja", "-j", str(jobs), BINARY_NAME], objdir, env, log, f"ninja {BINARY_NAME} of QEMU {variant}")
         seconds = time.monotonic() - started
         cpu = _children_cpu() - cpu_before
         binary = Path(outdir).absolute() / BINARY_NAME
