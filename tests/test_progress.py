@@ -139,3 +139,32 @@ def test_heartbeat_writes_to_log_and_stderr(tmp_path, capsys):
             time.sleep(0.2)
     assert "kernel baseline: 2 objects compiled" in (tmp_path / "out.log").read_text()
     assert "kernel baseline: 2 objects compiled" in capsys.readouterr().err
+
+
+def test_time_left_follows_snakemakes_steps_line_with_its_own_formatter(tmp_path, monkeypatch):
+    """As Snakemake prints it: its formatter on a handler added before ours, as its stream handler is."""
+    import io
+    from snakemake.logging import DefaultFormatter
+
+    monkeypatch.setattr(progress, "probe_seconds", lambda: 0.1)
+    logger = logging.getLogger("test-progress-snakemake-format")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    out = io.StringIO()
+    terminal = logging.StreamHandler(out)
+    terminal.setFormatter(DefaultFormatter())
+    logger.addHandler(terminal)
+    jobs = [SimpleNamespace(jobid=i, rule=SimpleNamespace(name=r)) for i, r in JOBS.items()]
+    workflow = SimpleNamespace(dag=SimpleNamespace(needrun_jobs=lambda: iter(jobs)), overwrite_configfiles=[])
+    try:
+        estimate = progress.start(workflow, logger, bench=write(tmp_path, bench_store()))
+        estimate.started -= 300  # job 1 took the 300 s the bench says: the pace so far is 1
+        logger.info("Finished jobid: 1 (Rule: kernel)", extra=dict(event=LogEvent.JOB_FINISHED, job_id=1))
+        logger.info(None, extra=dict(event=LogEvent.PROGRESS, done=1, total=5))
+    finally:
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+    lines = out.getvalue().splitlines()
+    steps = next(i for i, line in enumerate(lines) if "1 of 5 steps (20%) done" in line)
+    assert lines[steps + 1] == "Time left: ~10 min (estimate)"
+    assert lines[0].startswith("Estimated time of this run: ~14 min for 5 jobs")
