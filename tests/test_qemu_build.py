@@ -314,6 +314,7 @@ def _build_counting_ccache(variant: str, layers: list[str], tmp_path: Path) -> t
         out = subprocess.run(["ccache", "--print-stats"], env=env, capture_output=True, text=True, check=True)
         return {k: int(v) for k, v in (line.split("\t") for line in out.stdout.splitlines() if "\t" in line)}
 
+    tmp_path.mkdir(parents=True, exist_ok=True)
     before = stats()
     record = qemu.build_variant(
         variant=variant, layers=layers, layers_root=REPO / "workflow" / "qemu" / "layers",
