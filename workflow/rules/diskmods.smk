@@ -1,4 +1,4 @@
-# Disk-side modifications (issue 10):
+# Disk-side modifications:
 #   table4  Table 4, modification 1: port-I/O exits at the two hottest call sites before and
 #           after merging libata's taskfile writes into one doorbell write (kernel variant
 #           coalesce on the coalesce QEMU), per GiB written, over diskmods.coalesce.exit_repetitions

@@ -1,4 +1,4 @@
-# What a run says about the paper, and how to hand it on (issue 11):
+# What a run says about the paper, and how to hand it on:
 #   claims   results/claims.{md,csv}: every claim of the paper with its verdict, on whatever exists
 #   report   `snakemake --report report.html`: the claims table first, every figure and table
 #            with a caption (claim, measured ratio, accelerator, QEMU and kernel variants)
