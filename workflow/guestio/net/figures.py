@@ -91,8 +91,10 @@ def _select(df: pd.DataFrame, side, metric: str, experiment: str | None) -> pd.D
 
 
 def _values(rows: pd.DataFrame) -> np.ndarray:
-    v = pd.to_numeric(rows.sort_values(["repetition"], kind="stable")["value"], errors="coerce").to_numpy(float)
-    return v[~np.isnan(v)]
+    """One value per repetition (its mean): intervals are over independent runs, not over the
+    samples of one run (a ping run gives one RTT per echo reply)."""
+    v = rows.assign(value=pd.to_numeric(rows["value"], errors="coerce")).dropna(subset=["value"])
+    return v.groupby("repetition", sort=True)["value"].mean().to_numpy(float)
 
 
 def ratios(fig_id: str, df: pd.DataFrame, seed: int, n_resamples: int = DEFAULT_N_RESAMPLES) -> list[RatioRow]:
