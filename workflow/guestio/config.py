@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import jsonschema
 import yaml
+
+from guestio.build.hostdirs import home_directories, system_location
 
 
 class ConfigError(Exception):
@@ -247,15 +248,6 @@ READ_PATH_KEYS = ("kernel.tarball", "exits.tracefs", "exits.kvm_recorded")
 #: Makefile and the jobs quote every path).
 UNQUOTABLE = set("$#%:;\\*?[]'\"`")
 
-#: Trees of the system (and /lib, /lib32, /lib64, /libx32): neither they nor anything below them is written.
-SYSTEM_TREES = ("/etc", "/usr", "/bin", "/sbin", "/boot", "/dev", "/proc", "/sys", "/run")
-#: Directories shared by the whole system: writing into them directly is refused, a
-#: directory of its own below them (/var/cache/guestio, /var/tmp/guestio, /tmp/x) is fine.
-SHARED_ROOTS = ("/var", "/home", "/root", "/tmp", "/opt", "/srv", "/mnt", "/media", "/snap",
-                "/var/lib", "/var/log", "/var/cache", "/var/spool", "/var/mail", "/var/backups",
-                "/var/opt", "/var/local", "/var/run", "/var/lock", "/var/tmp")
-
-
 def _get(config: dict, key: str):
     node = config
     for part in key.split("."):
@@ -271,35 +263,6 @@ def _set(config: dict, key: str, value) -> None:
     for part in parents:
         node = node[part]
     node[last] = value
-
-
-def home_directories() -> set[str]:
-    """/root and this user's home directories ($HOME, the password database's); every
-    /home/<user> counts as well (see :func:`system_location`).  Not every user's: listing
-    them all may ask a directory service for thousands."""
-    import pwd
-
-    homes = {"/root", os.path.expanduser("~")}
-    try:
-        homes.add(pwd.getpwuid(os.getuid()).pw_dir)
-    except KeyError:  # a uid without an entry (some containers)
-        pass
-    return {os.path.normpath(h) for h in homes if h.startswith("/")}
-
-
-def system_location(path: str, homes: set[str]) -> str | None:
-    """What makes the absolute, normalised *path* a place the pipeline must not write, or None."""
-    if path == "/":
-        return "the root directory"
-    parts = path.strip("/").split("/")
-    top = "/" + parts[0]
-    if top in SYSTEM_TREES or re.fullmatch(r"lib(32|64|x32)?", parts[0]):
-        return f"inside the system tree {top}" if len(parts) > 1 else f"the system directory {top}"
-    if path in homes or (top == "/home" and len(parts) == 2):
-        return "a home directory itself"
-    if path in SHARED_ROOTS:
-        return "a directory the whole system shares"
-    return None
 
 
 def _character_problem(key: str, raw: str) -> str | None:

@@ -12,6 +12,7 @@ or says on stderr why it cannot be used (exit 1).
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -22,18 +23,15 @@ DEFAULT_CONFIG = REPO / "config" / "config.yaml"
 SOURCE_MARKER = ".guestio-fetched"
 DEFAULT_SOURCE_DIR = "/var/cache/guestio/src/qemu"
 
-# Never used themselves: what lives there belongs to the system or to everyone.
-_SYSTEM_DIRS = {
-    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib32", "/lib64", "/libx32", "/media", "/mnt",
-    "/opt", "/proc", "/root", "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/usr/local", "/usr/src",
-    "/var", "/var/cache", "/var/lib", "/var/log", "/var/tmp", "/var/spool", "/var/mail",
-}
-# Nor anything inside them: configuration, kernel interfaces, package-managed files.
-_SYSTEM_TREES = (
-    "/etc", "/proc", "/sys", "/dev", "/boot", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
-    "/usr/bin", "/usr/sbin", "/usr/lib", "/usr/lib32", "/usr/lib64", "/usr/libexec", "/usr/include",
-    "/usr/share", "/var/lib/dpkg", "/var/lib/apt",
-)
+#: Trees of the system (and /lib, /lib32, /lib64, /libx32): neither they nor anything below them is written.
+SYSTEM_TREES = ("/etc", "/usr", "/bin", "/sbin", "/boot", "/dev", "/proc", "/sys", "/run")
+#: The package managers' own state, below a shared root: nothing inside them is written either.
+PACKAGE_TREES = ("/var/lib/dpkg", "/var/lib/apt", "/var/cache/apt")
+#: Directories shared by the whole system: writing into them directly is refused, a
+#: directory of its own below them (/var/cache/guestio, /var/tmp/guestio, /tmp/x) is fine.
+SHARED_ROOTS = ("/var", "/home", "/root", "/tmp", "/opt", "/srv", "/mnt", "/media", "/snap",
+                "/var/lib", "/var/log", "/var/cache", "/var/spool", "/var/mail", "/var/backups",
+                "/var/opt", "/var/local", "/var/run", "/var/lock", "/var/tmp")
 
 
 class HostDirError(ValueError):
@@ -49,15 +47,44 @@ def _inside(path: str, tree: str) -> bool:
     return path == tree or path.startswith(tree.rstrip("/") + "/")
 
 
+def home_directories() -> set[str]:
+    """/root and this user's home directories ($HOME, the password database's); every
+    /home/<user> counts as well (see :func:`system_location`).  Not every user's: listing
+    them all may ask a directory service for thousands."""
+    import pwd
+
+    homes = {"/root", os.path.expanduser("~")}
+    try:
+        homes.add(pwd.getpwuid(os.getuid()).pw_dir)
+    except KeyError:  # a uid without an entry (some containers)
+        pass
+    return {os.path.normpath(h) for h in homes if h.startswith("/")}
+
+
+def system_location(path: str, homes: set[str]) -> str | None:
+    """What makes the absolute, normalised *path* a place the pipeline must not write, or None."""
+    if path == "/":
+        return "the root directory"
+    parts = path.strip("/").split("/")
+    top = "/" + parts[0]
+    if top in SYSTEM_TREES or re.fullmatch(r"lib(32|64|x32)?", parts[0]):
+        return f"inside the system tree {top}" if len(parts) > 1 else f"the system directory {top}"
+    if path in homes or (top == "/home" and len(parts) == 2):
+        return "a home directory itself"
+    if path in SHARED_ROOTS:
+        return "a directory the whole system shares"
+    if tree := next((t for t in PACKAGE_TREES if _inside(path, t)), None):
+        return f"inside the package manager's {tree}"
+    return None
+
+
 def system_dir_problem(path: os.PathLike | str) -> str | None:
-    """Why *path* is not a directory of its own (/, a system directory, $HOME), or None."""
-    given = expand(path)
-    home = {os.path.realpath(os.path.expanduser("~"))} - {"/"}
+    """Why *path* is not a directory of its own (/, a system tree, a shared or home directory;
+    as written and after symbolic links), or None."""
+    given, homes = expand(path), home_directories()
     for candidate in dict.fromkeys([os.path.normpath(given), os.path.realpath(given)]):
-        if candidate in _SYSTEM_DIRS or candidate in home:
-            return f"{candidate} is a system or shared directory"
-        if tree := next((t for t in _SYSTEM_TREES if _inside(candidate, t)), None):
-            return f"{candidate} lies inside {tree}, which belongs to the system"
+        if why := system_location(candidate, homes):
+            return f"{candidate} is a system or shared directory ({why})"
     return None
 
 
