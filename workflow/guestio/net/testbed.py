@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from guestio.util import lock_is_held
+from guestio.util import lock_is_held, write_json_atomic
 
 __all__ = ["NS_PREFIX", "LOCK_DIR", "NETNS_DIR", "TestbedError", "NotRootError", "Shape", "Addresses",
            "Testbed", "require_root", "cleanup_stale", "guestio_namespaces", "machine_network_state"]
@@ -248,10 +248,8 @@ def _netns_mounts() -> int:
 def _note_netns_dir() -> None:
     """Before the first testbed: note whether /run/netns exists and is a mount (kept across a kill)."""
     if not NETNS_NOTE.exists():
-        note = {"existed": NETNS_DIR.is_dir(), "mounted": NETNS_DIR.is_dir() and _netns_mounts() > 0}
-        tmp = NETNS_NOTE.with_name(NETNS_NOTE.name + ".tmp")
-        tmp.write_text(json.dumps(note) + "\n")
-        os.replace(tmp, NETNS_NOTE)
+        write_json_atomic(NETNS_NOTE, {"existed": NETNS_DIR.is_dir(),
+                                       "mounted": NETNS_DIR.is_dir() and _netns_mounts() > 0})
 
 
 def _live_testbeds() -> list[Path]:
