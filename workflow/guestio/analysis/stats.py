@@ -35,7 +35,7 @@ import numpy as np
 from scipy import stats as _stats
 
 __all__ = ["DEFAULT_N_RESAMPLES", "DEFAULT_CONFIDENCE", "SIGNIFICANCE_LEVEL",
-           "bootstrap_mean_ci", "bootstrap_ratio_ci", "welch_t_test", "welch_significance",
+           "bootstrap_mean_ci", "bootstrap_ratio_ci", "bootstrap_sum_ratio_ci", "welch_t_test", "welch_significance",
            "significance_mark", "t_sf"]
 
 DEFAULT_N_RESAMPLES = 10_000
@@ -122,6 +122,22 @@ def bootstrap_ratio_ci(numerator_values: Sequence[float] | np.ndarray,
     if num.size < 2 or den.size < 2:
         return ratio, math.nan, math.nan
     low, high = _percentile_ci((num, den), _ratio_of_means, seed, n_resamples, confidence)
+    return ratio, low, high
+
+
+def _sum_ratio_of_means(numerator: np.ndarray, *denominators: np.ndarray, axis: int = -1) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.mean(numerator, axis=axis) / sum(np.mean(d, axis=axis) for d in denominators)
+    return np.where(np.isnan(ratios), np.inf, ratios)
+
+
+def bootstrap_sum_ratio_ci(numerator: np.ndarray, denominators: Sequence[np.ndarray], seed: int,
+                           n_resamples: int) -> tuple[float, float, float]:
+    """mean(numerator) / (sum of the denominators' means), each group resampled on its own."""
+    ratio = float(numerator.mean()) / sum(float(d.mean()) for d in denominators)
+    if numerator.size < 2 or any(d.size < 2 for d in denominators):
+        return ratio, math.nan, math.nan
+    low, high = _percentile_ci((numerator, *denominators), _sum_ratio_of_means, seed, n_resamples, 0.95)
     return ratio, low, high
 
 

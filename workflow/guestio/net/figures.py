@@ -34,7 +34,8 @@ from matplotlib.figure import Figure
 from guestio.analysis import figures as base
 from guestio.analysis.claims import Quantity, load_artifacts, load_claims, selector_alternatives
 from guestio.analysis.measurements import DEFAULT_COLUMNS, NOT_APPLICABLE
-from guestio.analysis.stats import DEFAULT_N_RESAMPLES, bootstrap_mean_ci, bootstrap_ratio_ci, welch_significance
+from guestio.analysis.stats import (DEFAULT_N_RESAMPLES, bootstrap_mean_ci, bootstrap_ratio_ci, bootstrap_sum_ratio_ci,
+                                    welch_significance)
 from guestio.workloads.netbench import GUEST_GRO
 
 __all__ = ["NetFigureError", "RatioRow", "ratios", "plot", "PATH_LABELS", "NIC_LABELS", "SUMMARY_COLUMNS"]
@@ -116,7 +117,6 @@ def ratios(fig_id: str, df: pd.DataFrame, seed: int, n_resamples: int = DEFAULT_
                 raise NetFigureError(f"{fig_id}: no rows for quantity {q.id} ({q.metric}; numerator {num.size} "
                                      f"values, denominator {den.size})")
             if q.combine == "sum":   # Fig 3's check: the sum of the denominator paths' means
-                from guestio.report.claims_table import bootstrap_sum_ratio_ci
                 parts = [_values(_select(df, alt, q.metric, q.experiment)) for alt in selector_alternatives(q.denominator)]
                 ratio, low, high = bootstrap_sum_ratio_ci(num, parts, seed, n_resamples)
                 p, den = math.nan, min(parts, key=len)

@@ -33,7 +33,7 @@ import yaml
 
 from guestio.analysis import claims as claims_mod
 from guestio.analysis import measurements
-from guestio.analysis.stats import _percentile_ci, bootstrap_ratio_ci
+from guestio.analysis.stats import bootstrap_ratio_ci, bootstrap_sum_ratio_ci
 from guestio.report.cost import Cost, closure_cost, load_records
 from guestio.util import write_text_atomic
 
@@ -409,22 +409,6 @@ def _values(rows: pd.DataFrame) -> np.ndarray:
     rows = rows.sort_values("repetition", kind="stable")
     v = pd.to_numeric(rows["value"], errors="coerce").to_numpy(dtype=float)
     return v[~np.isnan(v)]
-
-
-def _sum_ratio_of_means(numerator: np.ndarray, *denominators: np.ndarray, axis: int = -1) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = np.mean(numerator, axis=axis) / sum(np.mean(d, axis=axis) for d in denominators)
-    return np.where(np.isnan(ratios), np.inf, ratios)
-
-
-def bootstrap_sum_ratio_ci(numerator: np.ndarray, denominators: Sequence[np.ndarray], seed: int,
-                           n_resamples: int) -> tuple[float, float, float]:
-    """mean(numerator) / (sum of the denominators' means), each group resampled on its own."""
-    ratio = float(numerator.mean()) / sum(float(d.mean()) for d in denominators)
-    if numerator.size < 2 or any(d.size < 2 for d in denominators):
-        return ratio, math.nan, math.nan
-    low, high = _percentile_ci((numerator, *denominators), _sum_ratio_of_means, seed, n_resamples, 0.95)
-    return ratio, low, high
 
 
 def ratios_by(q: claims_mod.Quantity, df: pd.DataFrame, ev: Evidence, device: str = "disk",
