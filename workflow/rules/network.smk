@@ -83,8 +83,8 @@ rule net_vm:
 rule net_exits:
     input:
         unpack(lambda w: kernel_outputs(w.variant)),
+        unpack(exit_plugin_input),
         initrd=IMAGE,
-        plugin=PLUGIN,
         image_manifest=IMAGE_MANIFEST,
         accelerator=ACCELERATOR,
         host=HOST_SNAPSHOT,

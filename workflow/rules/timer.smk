@@ -42,9 +42,9 @@ TIMER_EXIT_DIRS = [exit_dir("cpu", v, q) for v, q in TIMER_CONDITIONS.values()]
 rule timer_exits:
     input:
         unpack(lambda w: kernel_outputs(w.variant)),
+        unpack(exit_plugin_input),
         initrd=IMAGE,
         image_manifest=IMAGE_MANIFEST,
-        plugin=PLUGIN,
         accelerator=ACCELERATOR,
         host=HOST_SNAPSHOT,
         qemu=qemu_build_of,

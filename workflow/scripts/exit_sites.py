@@ -26,7 +26,7 @@ with say_to(snakemake.log[0], label) as say:
         say(f"reading the KVM run recorded in {recorded} (no boot here)")
         run_dir = Path(recorded)
     else:
-        hook = tracer_for(backend, plugin=inp.plugin, tracefs=cfg["tracefs"])
+        hook = tracer_for(backend, plugin=inp.get("plugin"), tracefs=cfg["tracefs"])
         # The guest's tick, measured and checked (guestio.workloads.tick).
         tick_settings = tick.settings(snakemake.config, w.qemu)
         tick_hooks = tick.hooks_for(tick_settings, backend)

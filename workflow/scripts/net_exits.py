@@ -25,7 +25,7 @@ outdir = Path(out.exits).parent
 backend = backend_for(accelerator_of(inp.accelerator))
 label = f"exits netperf {w.variant} {cfg['nic']} ({backend})"
 with say_to(snakemake.log[0], label) as say:
-    hook = tracer_for(backend, plugin=inp.plugin, tracefs=snakemake.params.tracefs)
+    hook = tracer_for(backend, plugin=inp.get("plugin"), tracefs=snakemake.params.tracefs)
     with Testbed(subnet=net["subnet"], shape=Shape.from_config(net["link"]), log=say) as tb:
         testbed = tb.describe()
         result, session = netbench.run_vm_net(

@@ -26,7 +26,7 @@ with say_to(snakemake.log[0], label) as say:
     files = {"params": cpuload.write_params(outdir / "params", cpu["events"], cpu["max_prime"])}
     spec = spec_from_config(inputs=inp, vm=vm, job=Path(inp.job), memory_mib=cpu["ram_mib"], files=files)
     tick_hooks = tick.hooks_for(tick_settings, spec.accel)
-    tracer = tracer_for(backend, plugin=inp.plugin, tracefs=params.tracefs)
+    tracer = tracer_for(backend, plugin=inp.get("plugin"), tracefs=params.tracefs)
     run_job(spec, outdir, vm, label, say, hooks=[tick_hooks, tracer])
     ticked = tick.measure_run(outdir / "results", tick_hooks, tick_settings, inp.kconfig, where=label)
     say(ticked.describe())
