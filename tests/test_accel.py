@@ -13,7 +13,7 @@ import pytest
 
 from guestio.vm import accel
 from guestio.vm.accel import AcceleratorError, ProbeConfigError, probe_accelerator
-from guestio.vm.machine import RunResult, run_vm
+from guestio.vm import RunResult, run_vm
 
 REACHED_INIT = RunResult("ok", "", exit_status=0, boot_s=4.0, job_s=0.1)
 HUNG = RunResult("boot-timeout", "guest did not reach init within 7 s")

@@ -21,7 +21,7 @@ from guestio.workloads.bonnie import (REQUIRED_METRICS, BonnieParseError, Bonnie
                             bonnie_args, parse_csv, parse_csv_file, parse_record,
                             read_guest_info, run_native, run_vm_bonnie)
 from guestio.build.disk import make_data_disk
-from guestio.vm.machine import VMRunError
+from guestio.vm import VMRunError
 from guestio.util import sha256_file
 
 DATA = Path(__file__).parent / "data" / "bonnie"

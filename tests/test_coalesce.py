@@ -29,7 +29,7 @@ from conftest import TEST_RESULTS, build_or_fail, qemu_trace_event, results_path
 from guestio.build import qemu
 from guestio.exits import tcg as tcgexits
 from guestio.exits.tcg import PluginRow, parse_sequence
-from guestio.vm.machine import DiskSpec, Hooks, VMSpec, run_vm
+from guestio.vm import DiskSpec, Hooks, VMSpec, run_vm
 
 DOORBELL = 0x530
 SIGNATURE = 0x434F4947

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from guestio.build import patches
-from guestio.vm.machine import JOB_LIB
+from guestio.vm import JOB_LIB
 from guestio.workloads import bonnie, cpuload, tick
 from guestio.workloads.tick import TickError, TickRateError, TickWindow
 

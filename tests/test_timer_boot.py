@@ -16,7 +16,7 @@ import pytest
 
 from conftest import TEST_RESULTS, build_or_fail, results_path
 from guestio.build import qemu
-from guestio.vm.machine import VMSpec, run_vm
+from guestio.vm import VMSpec, run_vm
 from guestio.workloads import cpuload, tick
 
 pytestmark = [pytest.mark.boot, pytest.mark.build]

@@ -39,7 +39,7 @@ from guestio import provenance
 from guestio.report import cost
 from guestio.exits import tcg as tcgexits
 from guestio.vm.accel import probe_accelerator
-from guestio.vm.machine import DiskSpec, VMSpec, run_vm
+from guestio.vm import DiskSpec, VMSpec, run_vm
 
 REPO = Path(__file__).resolve().parents[2]
 LAYERS = REPO / "workflow" / "kernel" / "layers"

@@ -13,13 +13,13 @@ import guestio.build.qemu
 import guestio.hostprobe
 import guestio.progress
 import guestio.provenance
-import guestio.vm.machine
+import guestio.vm
 import guestio.util
 
 REPO = Path(workflow.basedir)
 LAYERS_ROOT = REPO / "workflow" / "kernel" / "layers"
 JOBS_DIR = REPO / "workflow" / "jobs"
-JOB_LIB = guestio.vm.machine.JOB_LIB  # sourced by every job, delivered beside it
+JOB_LIB = guestio.vm.JOB_LIB  # sourced by every job, delivered beside it
 # The set-up command that error messages name carries this run's --configfile files.
 guestio.build.hostdirs.set_run_configfiles(workflow.overwrite_configfiles or [])
 

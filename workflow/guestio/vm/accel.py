@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Literal
 
-from guestio.vm.machine import QEMU_BINARY, RunResult, VMSpec, last_serial_line, run_vm, serial_tail
+from guestio.vm import QEMU_BINARY, RunResult, VMSpec, last_serial_line, run_vm, serial_tail
 
 __all__ = ["AcceleratorError", "ProbeConfigError", "probe_accelerator", "KVM_DEVICE",
            "DEFAULT_PROBE_TIMEOUT_S", "DEFAULT_PROBE_APPEND"]

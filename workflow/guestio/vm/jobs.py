@@ -15,8 +15,7 @@ from typing import Callable, Iterable
 
 from guestio.provenance import run_provenance
 from guestio.util import write_json_atomic
-from guestio.vm.machine import (DiskSpec, Hooks, NicSpec, RunResult, VMRunError, VMSpec,
-                                run_vm)
+from guestio.vm import DiskSpec, Hooks, NicSpec, RunResult, VMRunError, VMSpec, run_vm
 
 __all__ = ["VMRunError", "accelerator_of", "guest_append", "qemu_of", "say_to", "spec_from_config",
            "run_job", "write_provenance"]

@@ -9,92 +9,61 @@ writes ``tar -cf - -C /guestio/out .`` into the virtio-serial port
 
 :class:`Machine` starts QEMU paused (``-S``) with QMP on a private unix socket,
 sends ``cont``, follows the serial log, and ends in one of the statuses of
-:data:`STATUSES`.  Whatever happens, QEMU (and its process group) is stopped
-and reaped, and scratch disk copies are deleted, before the run returns or
-raises: QMP ``quit``, then SIGTERM, then SIGKILL.  :class:`Hooks` let a caller
-act around the run: add QEMU arguments, start host-side work once QEMU runs
-(its pid and QMP connection), follow the guest's job start, named phases and
-job end, and tidy up after shutdown.  :func:`run_vm` is the one-call form.  SIGTERM/SIGINT/SIGHUP received meanwhile are held back until
-QEMU is gone and are then re-delivered with the handler that was installed
-before, so the caller dies (or raises ``KeyboardInterrupt``) as it would have.
+:data:`guestio.vm.result.STATUSES`.  Whatever happens, QEMU (and its process
+group) is stopped and reaped, and scratch disk copies are deleted, before the
+run returns or raises: QMP ``quit``, then SIGTERM, then SIGKILL.
+:class:`~guestio.vm.hooks.Hooks` let a caller act around the run: add QEMU
+arguments, start host-side work once QEMU runs (its pid and QMP connection),
+follow the guest's job start, named phases and job end, and tidy up after
+shutdown.  :func:`run_vm` is the one-call form.  SIGTERM/SIGINT/SIGHUP received
+meanwhile are held back until QEMU is gone and are then re-delivered with the
+handler that was installed before, so the caller dies (or raises
+``KeyboardInterrupt``) as it would have.
 
 The design follows QEMU's python/qemu/machine (launch with -S, Python is the
-QMP server, escalating shutdown), reduced to what this pipeline needs.
+QMP server, escalating shutdown), reduced to what this pipeline needs; as
+there, this file holds the lifecycle and its helpers live beside it:
+:mod:`~guestio.vm.spec` (what to run), :mod:`~guestio.vm.qemu_argv` (its
+command line), :mod:`~guestio.vm.console` (the serial log),
+:mod:`~guestio.vm.guest_results` (the results tar), :mod:`~guestio.vm.result`
+(how it ended), :mod:`~guestio.vm.signals`, :mod:`~guestio.vm.process` and
+:mod:`~guestio.vm.scratch`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import dataclasses
 import inspect
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import subprocess
 import tarfile
-import tempfile
-import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Iterable, Literal
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
 from qemu.qmp import EventListener, QMPClient, Runstate
 
-__all__ = [
-    "DiskSpec",
-    "NicSpec",
-    "VMSpec",
-    "RunResult",
-    "VMSpecError",
-    "VMRunError",
-    "Hooks",
-    "Machine",
-    "STATUSES",
-    "build_qemu_argv",
-    "run_vm",
-    "load_run",
-    "last_serial_line",
-]
+from guestio.util import write_json_atomic
+from guestio.vm.console import (ANSI_ESCAPES, GUEST_ERROR_MARKER, INIT_MARKER, JOB_FINISHED_RE, JOB_STARTED_MARKER,
+                                PANIC_RE, PHASE_RE, SerialFollower, last_serial_line, tail_text)
+from guestio.vm.guest_results import UnsafeTar, extract_results
+from guestio.vm.hooks import Hooks
+from guestio.vm.process import pdeathsig_preexec, peek_exit, stop_group
+from guestio.vm.qemu_argv import build_qemu_argv
+from guestio.vm.result import RunResult, VMRunError
+from guestio.vm.scratch import copy_sparse, private_tmpdir
+from guestio.vm.signals import Interrupted, SignalGuard
+# JOB_LIB, QEMU_BINARY, DiskSpec, NicSpec: for callers not yet moved to ``from guestio.vm import``.
+from guestio.vm.spec import JOB_LIB, QEMU_BINARY, DiskSpec, NicSpec, VMSpec  # noqa: F401
+
+__all__ = ["Machine", "run_vm"]
 
 logger = logging.getLogger(__name__)
-
-QEMU_BINARY = "qemu-system-x86_64"
-
-#: Statuses a returned :class:`RunResult` can have.
-STATUSES = (
-    "ok",               # job ran, exit_status 0, results collected
-    "job-failed",       # job ran and exited non-zero
-    "boot-timeout",     # no "GUESTIO: init started" within boot_timeout_s
-    "job-timeout",      # no "GUESTIO: job finished" within job_timeout_s after init
-    "panic",            # kernel panic / Oops / BUG on the serial console
-    "qemu-failed",      # QEMU did not start, crashed, or the guest died before init
-    "results-missing",  # guest stopped without delivering a readable results tar
-)
-#: Extra statuses that only appear in run.json, when run_vm raises instead of returning.
-RAISED_STATUSES = ("interrupted", "runner-error")
-
-INIT_MARKER = "GUESTIO: init started"
-GUEST_ERROR_MARKER = "GUESTIO: error:"  # the guest init reports setup failures like this
-JOB_STARTED_MARKER = "GUESTIO: job started"
-JOB_FINISHED_RE = re.compile(r"GUESTIO: job finished status=(-?\d+)")
-# A job names a window of itself: echo "GUESTIO: phase NAME" >/dev/kmsg (the plugin's phases too).
-PHASE_RE = re.compile(r"GUESTIO: phase ([A-Za-z0-9_.:-]{1,63})\s*$")
-# Kernel messages start with "[    1.234567] " (and "[    T1] " with PRINTK_CALLER).
-PANIC_RE = re.compile(r"^(?:\[[^\]]*\]\s*)*(?:Kernel panic - not syncing|Oops:|BUG:)")
-
-RESULTS_PORT = "org.guestio.results"
-FW_CFG_PREFIX = "opt/guestio/"
-FW_CFG_NAME_MAX = 55  # QEMU: FW_CFG_MAX_FILE_PATH (56) including the NUL
-# What every job sources (fail, load_params, the tick window): delivered beside each job as
-# fw_cfg opt/guestio/lib.sh, so the guest finds it at $GUESTIO_IN/lib.sh.
-JOB_LIB = Path(__file__).resolve().parents[2] / "jobs" / "lib.sh"
-_RESERVED_INPUTS = ("job", JOB_LIB.name)
 
 # Timing knobs (seconds).  Module-level so that tests/callers can adjust them.
 POLL_S = 0.1                # serial/process polling period
@@ -105,404 +74,6 @@ QUIT_WAIT_S = 5             # QMP quit -> wait
 TERM_WAIT_S = 5             # SIGTERM  -> wait
 KILL_WAIT_S = 30            # SIGKILL  -> wait (only a D-state process outlives this)
 PROGRESS_EVERY_S = 30       # "still booting"/"job running" progress lines
-STDERR_TAIL_CHARS = 2000
-
-_UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the NUL
-_FW_CFG_NAME_RE = re.compile(r"^[A-Za-z0-9._-]+$")
-_NIC_MODELS = ("e1000", "rtl8139", "virtio-net-pci")
-_DISK_INTERFACES = ("ide", "virtio")
-
-
-class VMSpecError(ValueError):
-    """The VM specification is invalid (bad value, unknown model, ...)."""
-
-
-class VMRunError(RuntimeError):
-    """A VM run did not end "ok": the one error for every way a guest job can fail.
-
-    The message names the run, its status and reason, the last serial lines and
-    where the run's files are; ``result`` and ``outdir`` carry the same.
-    """
-
-    def __init__(self, label: str, result: "RunResult", outdir: Path, detail: str = ""):
-        self.label, self.result, self.outdir = label, result, Path(outdir)
-        tail = "\n    ".join(serial_tail(self.outdir / "serial.log", 8))
-        super().__init__(f"{label}: {result.status}: {result.reason}{detail}\n"
-                         f"  run files: {self.outdir} (serial.log, qemu-stderr.log, run.json)\n"
-                         f"  last serial lines:\n    {tail}")
-
-
-class Hooks:
-    """What a caller does around one run.  Override what you need.
-
-    Called in this order: :meth:`qemu_args` (before launch), :meth:`after_launch`
-    (QEMU runs, paused; ``machine.pid`` and ``machine.qmp`` are set),
-    :meth:`job_started`, :meth:`phase` (each "GUESTIO: phase NAME"),
-    :meth:`job_finished`, and :meth:`after_shutdown` (QEMU reaped).  Every hook
-    whose after_launch ran gets after_shutdown, however the run ended, also on
-    a signal.  Guest events are seen on the serial log, so they reach a hook
-    within about ``POLL_S`` of the guest printing them.  A method may return an
-    awaitable (for example to use ``machine.qmp``); it is awaited.  An exception
-    in a hook ends the run as "runner-error" and is raised after cleanup.
-    """
-
-    def qemu_args(self, machine: "Machine") -> list[str]:
-        return []
-
-    def after_launch(self, machine: "Machine") -> Any:
-        pass
-
-    def job_started(self, machine: "Machine") -> Any:
-        pass
-
-    def phase(self, machine: "Machine", name: str) -> Any:
-        pass
-
-    def job_finished(self, machine: "Machine", status: int) -> Any:
-        pass
-
-    def after_shutdown(self, machine: "Machine", result: "RunResult") -> None:
-        pass
-
-
-@dataclass
-class DiskSpec:
-    path: Path
-    interface: Literal["ide", "virtio"] = "virtio"
-    cache: str = "none"  # none | writeback | writethrough | directsync | unsafe
-    format: str = "raw"
-    # A pristine image: the run gets a fresh sparse copy of it at *path*, deleted when it ends.
-    copy_of: Path | None = None
-
-
-@dataclass
-class NicSpec:
-    model: Literal["e1000", "rtl8139", "virtio-net-pci"] = "virtio-net-pci"
-    netdev: str = "user"  # backend and its options, e.g. "user" or "user,restrict=on"
-
-
-@dataclass
-class VMSpec:
-    kernel: Path
-    initrd: Path
-    append: str
-    accel: Literal["tcg", "kvm"] = "tcg"
-    memory_mib: int = 512
-    machine: str = "pc"
-    machine_opts: str = ""  # appended to -machine, e.g. "kernel_irqchip=on"
-    cpus: int = 1
-    job: Path | None = None  # shell script -> fw_cfg opt/guestio/job
-    inputs: dict[str, Path] = field(default_factory=dict)  # -> fw_cfg opt/guestio/<name>
-    disks: list[DiskSpec] = field(default_factory=list)
-    nics: list[NicSpec] = field(default_factory=list)
-    extra_args: list[str] = field(default_factory=list)
-    qemu: str = QEMU_BINARY            # the QEMU binary (a built one: guestio.build.qemu)
-    firmware_dir: str | None = None    # -L: where that QEMU finds SeaBIOS and option ROMs
-
-    def validate(self) -> None:
-        """Raise VMSpecError for bad values, FileNotFoundError for missing files."""
-        if self.accel not in ("tcg", "kvm"):
-            raise VMSpecError(f"accel must be 'tcg' or 'kvm', not {self.accel!r}")
-        if int(self.memory_mib) <= 0:
-            raise VMSpecError(f"memory_mib must be positive, not {self.memory_mib!r}")
-        if int(self.cpus) < 1:
-            raise VMSpecError(f"cpus must be >= 1, not {self.cpus!r}")
-        for name in self.inputs:
-            if name in _RESERVED_INPUTS or not _FW_CFG_NAME_RE.match(name):
-                raise VMSpecError(
-                    f"input name {name!r} is not usable as fw_cfg {FW_CFG_PREFIX}<name>"
-                    " (letters, digits, '.', '_', '-'; 'job' and 'lib.sh' are reserved)")
-            if len(FW_CFG_PREFIX + name) > FW_CFG_NAME_MAX:
-                raise VMSpecError(f"input name {name!r} is too long for fw_cfg "
-                                  f"(max {FW_CFG_NAME_MAX - len(FW_CFG_PREFIX)} chars)")
-        for disk in self.disks:
-            if disk.interface not in _DISK_INTERFACES:
-                raise VMSpecError(f"disk interface must be one of {_DISK_INTERFACES}, "
-                                  f"not {disk.interface!r} ({disk.path})")
-        if sum(d.interface == "ide" for d in self.disks) > 4:
-            raise VMSpecError("at most 4 IDE disks fit on the pc machine's two IDE buses")
-        for nic in self.nics:
-            if nic.model not in _NIC_MODELS:
-                raise VMSpecError(f"NIC model must be one of {_NIC_MODELS}, not {nic.model!r}")
-
-        files = [("kernel image", self.kernel), ("initrd", self.initrd)]
-        if self.job is not None:
-            files.append(("job script", self.job))
-        files += [(f"input {name!r}", p) for name, p in self.inputs.items()]
-        files += [("disk image", d.copy_of or d.path) for d in self.disks
-                  if not (d.copy_of is None and Path(d.path).is_block_device())]  # a loop device (hostdisk)
-        for what, path in files:
-            if not Path(path).is_file():
-                raise FileNotFoundError(2, f"VM {what} not found (or not a regular file)",
-                                        str(path))
-
-    def to_json(self) -> dict[str, Any]:
-        return _jsonable(dataclasses.asdict(self))
-
-
-@dataclass
-class RunResult:
-    status: str          # one of STATUSES
-    reason: str          # human-readable explanation ("" for ok)
-    exit_status: int | None = None  # the job's exit status, when known
-    boot_s: float | None = None     # cont -> "GUESTIO: init started"
-    job_s: float | None = None      # init started -> "GUESTIO: job finished"
-    wall_s: float | None = None     # QEMU start -> QEMU reaped
-    qemu_returncode: int | None = None  # negative: killed by that signal
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-    def to_json(self) -> dict[str, Any]:
-        return _jsonable(dataclasses.asdict(self))
-
-
-def load_run(path: Path | str) -> tuple[RunResult, dict[str, Any]]:
-    """Read a run.json written by run_vm: (RunResult, spec as a JSON dict)."""
-    data = json.loads(Path(path).read_text())
-    names = {f.name for f in dataclasses.fields(RunResult)}
-    return RunResult(**{k: v for k, v in data["result"].items() if k in names}), data["spec"]
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    return obj
-
-
-def _opt(value: Path | str) -> str:
-    """Escape a value for a QEMU 'key=value,...' option list (',' -> ',,')."""
-    return os.fspath(value).replace(",", ",,")
-
-
-def build_qemu_argv(spec: VMSpec, serial_log: Path, qmp_socket: Path,
-                    results_tar: Path) -> list[str]:
-    """The QEMU command line for *spec* (QMP: QEMU connects to our server socket)."""
-    machine = f"{spec.machine},accel={spec.accel}"
-    if spec.machine_opts:
-        machine += f",{spec.machine_opts}"
-    argv = [spec.qemu, *(["-L", spec.firmware_dir] if spec.firmware_dir else []),
-        "-nodefaults", "-no-user-config", "-nographic", "-display", "none",
-        "-no-reboot", "-S",
-        "-machine", machine,
-        "-m", str(int(spec.memory_mib)),
-        "-smp", str(int(spec.cpus)),
-        "-kernel", os.fspath(spec.kernel),
-        "-initrd", os.fspath(spec.initrd),
-        "-append", spec.append,
-        "-chardev", f"socket,id=qmp0,path={_opt(qmp_socket)}",
-        "-mon", "chardev=qmp0,mode=control",
-        "-chardev", f"file,id=serial0,path={_opt(serial_log)}",
-        "-serial", "chardev:serial0",
-        "-device", "virtio-serial-pci,id=vser0",
-        "-chardev", f"file,id=results,path={_opt(results_tar)}",
-        "-device", f"virtserialport,bus=vser0.0,chardev=results,name={RESULTS_PORT}",
-    ]
-    if spec.job is not None:
-        argv += ["-fw_cfg", f"name={FW_CFG_PREFIX}job,file={_opt(spec.job)}",
-                 "-fw_cfg", f"name={FW_CFG_PREFIX}{JOB_LIB.name},file={_opt(JOB_LIB)}"]
-    for name, path in spec.inputs.items():
-        argv += ["-fw_cfg", f"name={FW_CFG_PREFIX}{name},file={_opt(path)}"]
-    n_ide = 0
-    for i, disk in enumerate(spec.disks):
-        argv += ["-drive", f"file={_opt(disk.path)},format={disk.format},if=none,"
-                           f"id=disk{i},cache={disk.cache}"]
-        if disk.interface == "ide":
-            bus, unit = divmod(n_ide, 2)
-            n_ide += 1
-            argv += ["-device", f"ide-hd,drive=disk{i},bus=ide.{bus},unit={unit}"]
-        else:
-            argv += ["-device", f"virtio-blk-pci,drive=disk{i}"]
-    for i, nic in enumerate(spec.nics):
-        # romfile= : direct kernel boot needs no PXE option ROM.
-        argv += ["-netdev", f"{nic.netdev},id=net{i}",
-                 "-device", f"{nic.model},netdev=net{i},romfile="]
-    argv += list(spec.extra_args)
-    return argv
-
-
-# --------------------------------------------------------------------------
-# Signals
-
-
-class _Interrupted(BaseException):
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-class _SignalGuard:
-    """Catch SIGTERM/SIGINT/SIGHUP while a VM runs; re-deliver them afterwards.
-
-    The handler only records the signal; the supervision loop polls it and
-    unwinds through the normal cleanup.  Signals that were ignored stay
-    ignored.  Outside the main thread no handlers can be installed; QEMU is
-    then still protected by PR_SET_PDEATHSIG.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def _handler(self, signum: int, frame: Any) -> None:
-        if self.signum is None:
-            self.signum = signum
-
-    def __enter__(self) -> _SignalGuard:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                old = signal.getsignal(sig)
-                if old is signal.SIG_IGN:
-                    continue
-                self._old[sig] = old
-                signal.signal(sig, self._handler)
-        return self
-
-    def restore(self) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old if old is not None else signal.SIG_DFL)
-        self._old.clear()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.restore()
-
-    def redeliver(self) -> None:
-        """Restore the old handlers and raise the recorded signal again."""
-        self.restore()
-        if self.signum is not None:
-            signal.raise_signal(self.signum)
-
-
-# --------------------------------------------------------------------------
-# Process helpers
-
-
-def _pdeathsig_preexec(parent_pid: int) -> Callable[[], None]:
-    """Child setup: die with SIGKILL if the (thread of the) parent goes away."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):  # pragma: no cover - non-glibc
-        prctl = None
-
-    def preexec() -> None:
-        if prctl is not None:
-            prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-            if os.getppid() != parent_pid:  # parent died before prctl
-                os._exit(1)
-
-    return preexec
-
-
-def _peek_exit(pid: int) -> int | None:
-    """Returncode of *pid* if it has exited, without reaping it (WNOWAIT).
-
-    Leaving the zombie in place keeps the pid and process group id from being
-    reused until we killpg() the group and reap it in _stop_process().
-    """
-    try:
-        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:  # already reaped
-        return -1
-    if info is None:
-        return None
-    if info.si_code == os.CLD_EXITED:
-        return info.si_status
-    return -info.si_status
-
-
-def _tail(path: Path, chars: int = STDERR_TAIL_CHARS) -> str:
-    try:
-        data = path.read_bytes()[-chars * 4:]
-    except OSError:
-        return ""
-    return data.decode("utf-8", "replace").strip()[-chars:]
-
-
-_ANSI_RE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b.|[\x00-\x08\x0b-\x1f\x7f]")
-
-
-def last_serial_line(path: Path) -> str:
-    """Last non-empty serial line, without terminal escapes (SeaBIOS clears the screen)."""
-    for line in reversed(_tail(path, 4000).splitlines()):
-        line = _ANSI_RE.sub("", line).strip()
-        if line:
-            return line
-    return "(none)"
-
-
-class _SerialFollower:
-    """Incrementally read complete lines from the growing serial log."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._f = None
-        self._partial = b""
-
-    def lines(self, final: bool = False) -> list[str]:
-        if self._f is None:
-            try:
-                self._f = open(self.path, "rb")
-            except FileNotFoundError:
-                return []
-        data = self._partial + self._f.read()
-        *complete, self._partial = data.split(b"\n")
-        if final and self._partial:
-            complete.append(self._partial)
-            self._partial = b""
-        return [c.decode("utf-8", "replace").rstrip("\r") for c in complete]
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-
-
-# --------------------------------------------------------------------------
-# Results
-
-
-class _UnsafeTar(Exception):
-    pass
-
-
-def _extract_results(tar_path: Path, dest: Path) -> list[str]:
-    """Extract regular files and directories only; refuse absolute and '..' paths."""
-    dest.mkdir(parents=True, exist_ok=True)
-    extracted = []
-    with tarfile.open(tar_path, mode="r:*") as tf:
-        for member in tf:
-            posix = PurePosixPath(member.name)
-            if posix.is_absolute() or ".." in posix.parts:
-                raise _UnsafeTar(f"unsafe path in results tar: {member.name!r}")
-            parts = [p for p in posix.parts if p not in ("", ".")]
-            if not parts:
-                continue
-            target = dest.joinpath(*parts)
-            if member.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-            elif member.isreg():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                src = tf.extractfile(member)
-                assert src is not None
-                with src, open(target, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
-                target.chmod(0o755 if member.mode & 0o111 else 0o644)
-                extracted.append("/".join(parts))
-            else:
-                logger.warning("results tar: skipping non-regular member %r", member.name)
-    return extracted
-
-
-# --------------------------------------------------------------------------
-# The run
-
 
 _OUTPUT_FILES = ("qemu-cmdline.json", "qemu-stderr.log", "serial.log",
                  "qmp-events.jsonl", "run.json")
@@ -564,18 +135,18 @@ class Machine:
         self.spec.validate()
         self.outdir.mkdir(parents=True, exist_ok=True)
         _clear_outputs(self.outdir)
-        self.guard = _SignalGuard().__enter__()
+        self.guard = SignalGuard().__enter__()
         self._entered = True
         try:
             self._events_f = open(self.outdir / "qmp-events.jsonl", "w")
             self._stderr_f = open(self.stderr_log, "wb")
-            self.tmpdir = _private_tmpdir()
+            self.tmpdir = private_tmpdir()
             self.qmp_socket = self.tmpdir / "qmp.sock"
             self.results_tar = self.tmpdir / "results.tar"
             for disk in self.spec.disks:
                 if disk.copy_of is not None:
                     self._copies.append(Path(disk.path))
-                    _copy_sparse(Path(disk.copy_of), Path(disk.path))
+                    copy_sparse(Path(disk.copy_of), Path(disk.path))
             self.argv = build_qemu_argv(self.spec, self.serial_log, self.qmp_socket,
                                         self.results_tar)
             for hook in self.hooks:
@@ -609,7 +180,7 @@ class Machine:
         spec, say = self.spec, self.say
         say(f"booting {self.label} under {spec.accel} ({spec.memory_mib} MiB, "
             f"{spec.cpus} vCPU, kernel {Path(spec.kernel).name}, {spec.qemu})...")
-        _write_json(self.outdir / "qemu-cmdline.json", self.argv)
+        write_json_atomic(self.outdir / "qemu-cmdline.json", self.argv)
         result: RunResult | None = None
         extra_status: tuple[str, str] | None = None
         try:
@@ -617,7 +188,7 @@ class Machine:
                 result = asyncio.run(self._main())
             finally:
                 self.stop_process()
-        except _Interrupted as exc:
+        except Interrupted as exc:
             name = signal.Signals(exc.signum).name
             say(f"{name} received: QEMU stopped, run abandoned")
             extra_status = ("interrupted", f"{name} received")
@@ -636,7 +207,7 @@ class Machine:
                 result.wall_s = round(time.monotonic() - self.t_start, 3)
             self.serial_log.touch()
             self.result = result
-            _write_json(self.outdir / "run.json", {"result": result.to_json(),
+            write_json_atomic(self.outdir / "run.json", {"result": result.to_json(),
                                                    "spec": spec.to_json()})
             self._after_shutdown(result)
         if self.guard.signum is not None:
@@ -673,11 +244,11 @@ class Machine:
         assert self.proc is not None
         if self.proc.returncode is not None:
             return self.proc.returncode
-        return _peek_exit(self.proc.pid)
+        return peek_exit(self.proc.pid)
 
     def _check_signal(self) -> None:
         if self.guard.signum is not None:
-            raise _Interrupted(self.guard.signum)
+            raise Interrupted(self.guard.signum)
 
     def _record_event(self, event: Any) -> None:
         ev = dict(event)
@@ -696,7 +267,7 @@ class Machine:
     def _qemu_failed(self, what: str) -> RunResult:
         rc = self._exited()
         msg = what if rc is None else f"{what} (QEMU exit status {rc})"
-        tail = _tail(self.stderr_log)
+        tail = tail_text(self.stderr_log)
         return self._result("qemu-failed", f"{msg}: {tail}" if tail else msg)
 
     # -- async part: QMP, supervision ----------------------------------------
@@ -710,7 +281,7 @@ class Machine:
             self.proc = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=self._stderr_f,
                 stderr=self._stderr_f, start_new_session=True,
-                preexec_fn=_pdeathsig_preexec(os.getpid()))
+                preexec_fn=pdeathsig_preexec(os.getpid()))
             self.t_start = time.monotonic()
             failure = await self._accept(qmp)
             if failure is not None:
@@ -785,7 +356,7 @@ class Machine:
             self.say(f"QEMU (pid {self.proc.pid}) still running {QUIT_WAIT_S} s after QMP quit")
 
     async def _supervise(self, listener: EventListener) -> RunResult:
-        follower = _SerialFollower(self.serial_log)
+        follower = SerialFollower(self.serial_log)
         last_progress = time.monotonic()
         try:
             while True:
@@ -799,7 +370,7 @@ class Machine:
                         return self._result("panic", line.strip())
                     now = time.monotonic()
                     if self.guest_error is None and GUEST_ERROR_MARKER in line:
-                        self.guest_error = _ANSI_RE.sub("", line).strip()
+                        self.guest_error = ANSI_ESCAPES.sub("", line).strip()
                         self.say(f"guest reported: {self.guest_error}")
                     if self.t_init is None and INIT_MARKER in line:
                         self.t_init = now
@@ -874,8 +445,8 @@ class Machine:
                                 f"({how}); {context}")
         results = self.outdir / "results"
         try:
-            files = _extract_results(self.results_tar, results)
-        except (tarfile.TarError, _UnsafeTar, OSError) as exc:
+            files = extract_results(self.results_tar, results)
+        except (tarfile.TarError, UnsafeTar, OSError) as exc:
             size = self.results_tar.stat().st_size if self.results_tar.exists() else 0
             reason = f"cannot read results tar ({size} bytes): {exc}"
             if self.guest_error is not None:
@@ -900,39 +471,7 @@ class Machine:
 
     def stop_process(self) -> None:
         """SIGTERM, then SIGKILL the QEMU process group; always reap QEMU."""
-        proc = self.proc
-        if proc is None or proc.returncode is not None:
-            return
-        pgid = proc.pid  # start_new_session: QEMU leads its own group
-
-        def wait(timeout: float) -> bool:
-            deadline = time.monotonic() + timeout
-            while _peek_exit(proc.pid) is None:
-                if time.monotonic() > deadline:
-                    return False
-                time.sleep(POLL_S)
-            return True
-
-        if _peek_exit(proc.pid) is None:
-            self.say(f"sending SIGTERM to QEMU (pid {proc.pid})")
-            _killpg(pgid, signal.SIGTERM)
-            if not wait(TERM_WAIT_S):
-                self.say(f"sending SIGKILL to QEMU (pid {proc.pid})")
-                _killpg(pgid, signal.SIGKILL)
-                if not wait(KILL_WAIT_S):
-                    logger.error("QEMU pid %d survived SIGKILL for %s s; not reaping it",
-                                 proc.pid, KILL_WAIT_S)
-                    return
-        # While QEMU is an unreaped zombie its pgid cannot have been reused:
-        # clear the group of any helper it may have left, then reap.
-        try:
-            zombie = os.waitid(os.P_PID, proc.pid,
-                               os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-        except ChildProcessError:  # reaped behind our back: the pgid may be reused
-            zombie = False
-        if zombie:
-            _killpg(pgid, signal.SIGKILL)
-        proc.wait()
+        stop_group(self.proc, self.say, term_wait_s=TERM_WAIT_S, kill_wait_s=KILL_WAIT_S, poll_s=POLL_S)
 
     def close(self) -> None:
         for name in ("_events_f", "_stderr_f"):
@@ -942,31 +481,11 @@ class Machine:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
 
 
-def _killpg(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _private_tmpdir() -> Path:
-    """A 0700 temp dir short enough to hold the QMP unix socket path."""
-    tmp = Path(tempfile.mkdtemp(prefix="guestio-"))
-    if len(os.fsencode(tmp / "qmp.sock")) > _UNIX_PATH_MAX:
-        shutil.rmtree(tmp)
-        tmp = Path(tempfile.mkdtemp(prefix="guestio-", dir="/tmp"))
-    return tmp
-
-
 def _clear_outputs(outdir: Path) -> None:
     for name in _OUTPUT_FILES:
         with contextlib.suppress(FileNotFoundError):
             (outdir / name).unlink()
     shutil.rmtree(outdir / "results", ignore_errors=True)
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def run_vm(spec: VMSpec, outdir: Path | str, boot_timeout_s: float, job_timeout_s: float,
@@ -980,22 +499,3 @@ def run_vm(spec: VMSpec, outdir: Path | str, boot_timeout_s: float, job_timeout_
     with Machine(spec, outdir, boot_timeout_s=boot_timeout_s, job_timeout_s=job_timeout_s,
                  log=log, hooks=hooks, label=label) as machine:
         return machine.run(check=check)
-
-
-def serial_tail(path: Path, lines: int = 8) -> list[str]:
-    """The last non-empty serial lines, without terminal escapes."""
-    out = [_ANSI_RE.sub("", ln).strip() for ln in _tail(path, 8000).splitlines()]
-    return [ln for ln in out if ln][-lines:] or ["(none)"]
-
-
-def _copy_sparse(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".partial")
-    try:
-        subprocess.run(["cp", "--sparse=always", "--", os.fspath(src), os.fspath(tmp)],
-                       check=True, capture_output=True, text=True)
-        os.replace(tmp, dest)
-    except subprocess.CalledProcessError as exc:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise OSError(f"cannot copy disk image {src} to {dest}: {exc.stderr.strip()}") from None

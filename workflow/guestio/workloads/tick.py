@@ -69,7 +69,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
-from guestio.vm.machine import Hooks
+from guestio.vm import Hooks
 
 __all__ = [
     "MARK_PHASE", "MARK_BEFORE_SH", "MARK_AFTER_SH", "PIT_KERNEL_PARAMS", "TICK_SOURCES",

@@ -1,4 +1,4 @@
-"""Tests for guestio.vm.machine and guestio.vm.accel.
+"""Tests for the VM lifecycle (guestio.vm.machine and its helpers) and guestio.vm.accel.
 
 Tests marked ``boot`` start real TCG guests; they need GUESTIO_TEST_KERNEL and
 GUESTIO_TEST_INITRD (see conftest.py).  Every test that starts QEMU checks
@@ -23,11 +23,13 @@ from pathlib import Path
 
 import pytest
 
+from guestio.vm import (JOB_LIB, DiskSpec, Hooks, Machine, NicSpec, RunResult, VMRunError, VMSpec, VMSpecError,
+                        build_qemu_argv, load_run, run_vm)
 from guestio.vm import accel as accel_mod
-from guestio.vm import machine as runner
+from guestio.vm import machine as lifecycle
 from guestio.vm.accel import AcceleratorError, probe_accelerator
-from guestio.vm.machine import (DiskSpec, Hooks, Machine, NicSpec, RunResult, VMRunError, VMSpec, VMSpecError,
-                            build_qemu_argv, load_run, run_vm)
+from guestio.vm.console import PANIC_RE
+from guestio.vm.guest_results import UnsafeTar, extract_results
 
 OUTDIR_FILES = ("qemu-cmdline.json", "qemu-stderr.log", "serial.log", "qmp-events.jsonl",
                 "run.json")
@@ -115,7 +117,7 @@ def test_argv_contains_contract_options(tmp_path):
     assert "name=org.guestio.results" in line
     assert "name=opt/guestio/job,file=/j/job,,1.sh" in line  # comma escaped
     assert "name=opt/guestio/data,file=/j/data" in line
-    assert f"name=opt/guestio/lib.sh,file={runner.JOB_LIB}" in line and runner.JOB_LIB.is_file()
+    assert f"name=opt/guestio/lib.sh,file={JOB_LIB}" in line and JOB_LIB.is_file()
     assert "ide-hd,drive=disk0,bus=ide.0,unit=0" in line
     assert "ide-hd,drive=disk2,bus=ide.0,unit=1" in line
     assert "virtio-blk-pci,drive=disk1" in line
@@ -160,7 +162,7 @@ def test_missing_files_are_refused_before_qemu(tmp_path):
     ("echo 'this is not a BUG: really'", False),
 ])
 def test_panic_pattern(line, hit):
-    assert bool(runner.PANIC_RE.match(line)) == hit
+    assert bool(PANIC_RE.match(line)) == hit
 
 
 def _tar_with(names: list[str]) -> bytes:
@@ -176,13 +178,13 @@ def _tar_with(names: list[str]) -> bytes:
 def test_results_extraction_is_safe(tmp_path):
     good = tmp_path / "good.tar"
     good.write_bytes(_tar_with(["./exit_status", "./sub/job.log"]))
-    assert sorted(runner._extract_results(good, tmp_path / "r")) == ["exit_status",
+    assert sorted(extract_results(good, tmp_path / "r")) == ["exit_status",
                                                                       "sub/job.log"]
     for bad in (["../escape"], ["/etc/escape"], ["./a/../../escape"]):
         tar = tmp_path / "bad.tar"
         tar.write_bytes(_tar_with(bad))
-        with pytest.raises(runner._UnsafeTar):
-            runner._extract_results(tar, tmp_path / "r2")
+        with pytest.raises(UnsafeTar):
+            extract_results(tar, tmp_path / "r2")
     assert not (tmp_path / "escape").exists()
 
 
@@ -359,7 +361,7 @@ def test_qemu_bad_device_is_qemu_failed(make_spec, sandbox):
 _SUBPROCESS_RUN = """
 import json, sys
 from pathlib import Path
-from guestio.vm.machine import VMSpec, run_vm
+from guestio.vm import VMSpec, run_vm
 spec = json.loads(sys.argv[1])
 spec = VMSpec(kernel=Path(spec["kernel"]), initrd=Path(spec["initrd"]), append=spec["append"],
               job=Path(spec["job"]), memory_mib=256)
@@ -441,7 +443,7 @@ def test_real_accelerator_probe(guest_kernel, guest_initrd, guest_append, sandbo
 def test_escalation_to_sigkill_for_a_stopped_qemu(make_spec, sandbox, monkeypatch):
     # A SIGSTOPped QEMU ignores QMP quit and SIGTERM: only SIGKILL ends it.
     for knob in ("QMP_COMMAND_TIMEOUT_S", "QUIT_WAIT_S", "TERM_WAIT_S"):
-        monkeypatch.setattr(runner, knob, 1)
+        monkeypatch.setattr(lifecycle, knob, 1)
     out = sandbox / "out"
     lines: list[str] = []
 
