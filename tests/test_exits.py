@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from guestio.exits import schema as exits
-from guestio.exits.kvm import parse_trace_dir
+from guestio.exits.kvm.trace_reader import parse_trace_dir
 from guestio.exits.symbols import SymbolTable
 
 DATA = Path(__file__).parent / "data" / "kvmtrace"

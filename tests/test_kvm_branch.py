@@ -25,11 +25,13 @@ import pytest
 import yaml
 
 from guestio.exits import schema
-from guestio.exits.kvm import DEFAULT_EVENTS, KvmExitTracer, parse_trace_dir
+from guestio.exits.kvm.hook import KvmExitTracer
+from guestio.exits.kvm.recorder import DEFAULT_EVENTS
+from guestio.exits.kvm.trace_reader import parse_trace_dir
 from guestio.exits.symbols import SymbolTable
 
 from conftest import REPO, SNAKEMAKE, TEST_RESULTS, build_or_fail, job_counts
-from test_kvmtrace import _fake_tracefs as fake_tracefs
+from test_exits_kvm import _fake_tracefs as fake_tracefs
 
 DATA = REPO / "tests" / "data" / "kvmtrace"
 # The kernels the other tests use; this test adds only exits/ and tables/ there.

@@ -1,6 +1,6 @@
 """Exit sites of one guest workload run, from the backend its accelerator calls for.
 
-* KVM: the kvm tracepoints of the measured window (:class:`guestio.exits.kvm.KvmExitTracer`
+* KVM: the kvm tracepoints of the measured window (:class:`guestio.exits.kvm.hook.KvmExitTracer`
   on the run), symbolised against the variant's System.map, with handling times and the
   count of lost events.
 * TCG: the exitcount plugin (:class:`guestio.exits.tcg.ExitCounter`), whose per-port and
@@ -18,8 +18,9 @@ from typing import Callable
 
 import pandas as pd
 
-from guestio.exits import kvm, tcg
-from guestio.exits import schema
+from guestio.exits import schema, tcg
+from guestio.exits.kvm.hook import KvmExitTracer
+from guestio.exits.kvm.trace_reader import parse_trace_dir
 from guestio.exits.symbols import SymbolTable
 
 __all__ = ["ExitBackendError", "backend_for", "tracer_for", "run_sites", "kvm_sites", "tcg_sites"]
@@ -38,7 +39,7 @@ def backend_for(accelerator: str) -> str:
 
 def tracer_for(backend: str, *, plugin: Path, tracefs: str | Path):
     """The hook that records a run's exits: KVM's tracepoints, or the exitcount plugin with QEMU's trace."""
-    return kvm.KvmExitTracer(root=tracefs) if backend == "kvm" else tcg.ExitCounter(plugin, trace=True)
+    return KvmExitTracer(root=tracefs) if backend == "kvm" else tcg.ExitCounter(plugin, trace=True)
 
 
 def run_sites(backend: str, tracer, run_dir: Path, system_map: Path, *, workload: str, variant: str,
@@ -61,8 +62,8 @@ def kvm_sites(trace_dir: Path, guest_results: Path | None, system_map: Path, *, 
     trace_dir = Path(trace_dir)
     if not (trace_dir / "trace").is_file():
         raise ExitBackendError(f"{trace_dir}: no recorded KVM trace (was the job's window reached?)")
-    table, trace_summary = kvm.parse_trace_dir(trace_dir, workload=workload, variant=variant,
-                                               phase="boot", symbols=SymbolTable.from_system_map(system_map))
+    table, trace_summary = parse_trace_dir(trace_dir, workload=workload, variant=variant,
+                                           phase="boot", symbols=SymbolTable.from_system_map(system_map))
     summary = schema.run_summary(table, guest_results)
     summary["backend"] = "kvm"
     summary["trace"] = trace_summary

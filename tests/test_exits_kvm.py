@@ -1,4 +1,4 @@
-"""KVM backend: tracepoint formats -> regexes, exit/entry pairing, summary, recorder.
+"""guestio.exits.kvm: tracepoint formats -> regexes, exit/entry pairing, summary, recorder.
 
 The fixtures under tests/data/kvmtrace/ (see the README there) hold the same
 two-vCPU scenario printed by a 6.1 kernel and by a newer one whose kvm_exit and
@@ -16,8 +16,14 @@ import pandas as pd
 import pytest
 
 from guestio.exits import schema as exits
-from guestio.exits.kvm import (DEFAULT_EVENTS, FormatError, KvmTraceParser, KvmTracer, PrintFmt, classify_exit,
-                              load_formats, parse_format, parse_line, parse_trace, parse_trace_dir)
+from guestio.exits.kvm import FormatError
+from guestio.exits.kvm.exit_kinds import classify_exit
+from guestio.exits.kvm.formats import load_formats, parse_format
+from guestio.exits.kvm.parser import KvmTraceParser
+from guestio.exits.kvm.printfmt import PrintFmt
+from guestio.exits.kvm.recorder import DEFAULT_EVENTS, KvmTracer
+from guestio.exits.kvm.trace_lines import parse_line
+from guestio.exits.kvm.trace_reader import parse_trace, parse_trace_dir
 from guestio.exits.symbols import SymbolTable
 
 DATA = Path(__file__).parent / "data" / "kvmtrace"
