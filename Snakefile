@@ -21,6 +21,7 @@ include: "workflow/rules/disk.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/exits.smk"
 include: "workflow/rules/report.smk"  # last: reads what the stages registered
+include: "workflow/rules/acceptance.smk"  # after report.smk: the KVM acceptance verdict beside the bundle
 
 
 rule all:
