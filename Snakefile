@@ -22,6 +22,7 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/exits.smk"
 include: "workflow/rules/report.smk"  # last: reads what the stages registered
 include: "workflow/rules/acceptance.smk"  # after report.smk: the KVM acceptance verdict beside the bundle
+include: "workflow/rules/offline.smk"  # the offline pack of the acceptance run, and running from one
 
 
 rule all:

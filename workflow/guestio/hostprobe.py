@@ -410,8 +410,13 @@ def probe(config: Mapping, *, repo: Path, root: Path = ROOT, euid: int | None = 
         findings.append(kvm_events(root, kvm_finding.ok, exits_by))
 
     results_dir, build = Path(config["results_dir"]), Path(repo) / "build"
-    findings.append(free_space([results_dir, build], cold=not build.exists(), needed_by=every,
+    # An offline pack (offline.prebuilt) carries the kernels, image, QEMU and host tools built
+    # elsewhere: nothing is built here, so no build trees, packages or QEMU source are needed.
+    prebuilt = bool((config.get("offline") or {}).get("prebuilt"))
+    findings.append(free_space([results_dir, build], cold=not build.exists() and not prebuilt, needed_by=every,
                                statvfs=statvfs))
+    if prebuilt:
+        return result
     findings.append(debian_packages(Path(repo) / "envs" / "debian-packages.txt", installed, every))
     if (config.get("qemu") or {}).get("binary", "build") == "build":
         findings.append(qemu_source(root, str(Path(config["qemu"]["source_dir"]).expanduser()), locate_qemu_source,
