@@ -11,7 +11,6 @@ makes Snakemake rerun a job (params are a rerun trigger).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -243,7 +242,3 @@ class ReportFacts:
         if kind == "data":
             return self.data_rst(name)
         return ""
-
-
-def nan_to_text(v: float) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:g}"
