@@ -387,7 +387,7 @@ cat /sys/devices/system/clocksource/clocksource0/current_clocksource
 
 def disk_job_spec(tmp_path: Path, kernel: Path, initrd: Path, append: str):
     from guestio.build.disk import make_data_disk
-    from guestio.vm.machine import DiskSpec, VMSpec
+    from guestio.vm import DiskSpec, VMSpec
     job = tmp_path / "job.sh"
     job.write_text(DISK_JOB)
     disk = make_data_disk(tmp_path / "disk.img", 16, fs="none")
