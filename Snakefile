@@ -17,9 +17,9 @@ include: "workflow/rules/run.smk"
 include: "workflow/rules/timer.smk"  # before disk.smk and figures.smk: registers table timer, fig5
 include: "workflow/rules/network.smk"  # before disk.smk: registers table net (Fig 3, 4, 7; Table 2)
 include: "workflow/rules/diskmods.smk"  # before disk.smk: registers tables coalesce, sched and figure sched
+include: "workflow/rules/exits.smk"  # before disk.smk: registers table boot and figure fig6
 include: "workflow/rules/disk.smk"
 include: "workflow/rules/figures.smk"
-include: "workflow/rules/exits.smk"
 include: "workflow/rules/report.smk"  # last: reads what the stages registered
 include: "workflow/rules/acceptance.smk"  # after report.smk: the KVM acceptance verdict beside the bundle
 include: "workflow/rules/offline.smk"  # the offline pack of the acceptance run, and running from one

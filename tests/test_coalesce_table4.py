@@ -261,7 +261,7 @@ def test_table4_adds_one_exit_run_a_side_and_shares_table3s_first():
     plan two runs more than Table 3 alone and one run of each other condition."""
     _, table3 = _planned_exit_runs("table3")
     _, both = _planned_exit_runs("table3", "table4")
-    assert table3 == {"baseline/stock/rep0", "pmtmr/stock/rep0"}
+    assert table3 == {"baseline/stock/rep0"}
     assert both == table3 | {"baseline/stock/rep1", "coalesce/coalesce/rep0", "coalesce/coalesce/rep1"}
 
 

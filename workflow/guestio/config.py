@@ -54,6 +54,12 @@ def check(config: dict, schema_path: Path) -> None:
         raise ConfigError(f"invalid configuration ({len(errors)} problem{'s' if len(errors) > 1 else ''}):\n{lines}")
 
 
+#: the kernel layer that makes a 32-bit x86 kernel (workflow/kernel/layers/i386)
+I386_LAYER = "i386"
+#: Fig 6's two sides, 32-bit kernels booted to the missing root (workflow/rules/exits.smk, claims.yaml)
+PMTMR_VARIANTS = ("baseline-i386", "pmtmr-i386")
+
+
 def check_variants(config: dict, layers_root: Path) -> None:
     """Every layer a variant names must exist; every smoke variant must be a variant."""
     problems = []
@@ -66,6 +72,13 @@ def check_variants(config: dict, layers_root: Path) -> None:
         for variant in config.get(section, {}).get("variants", []):
             if variant not in config["variants"]:
                 problems.append(f"{section}.variants: {variant!r} is not a variant; variants: {', '.join(config['variants'])}")
+            elif I386_LAYER in config["variants"][variant]:
+                problems.append(f"{section}.variants: {variant!r} is a 32-bit kernel (layer {I386_LAYER}), which cannot "
+                                "run the image's x86_64 user space; it is for the boot-only runs (pmtmr)")
+    for variant in PMTMR_VARIANTS:
+        if variant not in config["variants"]:
+            problems.append(f"variants: Fig 6's boot-only runs (pmtmr) need the kernel variant {variant!r} "
+                            f"(claims.yaml names it); variants: {', '.join(config['variants'])}")
     problems += qemu_variant_problems(config)
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))

@@ -147,6 +147,26 @@ def run_provenance(*, repo: Path, host: Path, accelerator: Path, kernel_build: P
     }
 
 
+def boot_run_provenance(*, repo: Path, host: Path, kernel_build: Path, qemu_build: Path, plugin: Path,
+                        vm: dict, append: str, seconds: float, panic: str) -> dict:
+    """A boot-only exit run (guestio.exits.bootonly): no image, no job; always TCG with the plugin,
+    whatever the host's accelerator, and the testbed names the kernel's architecture."""
+    from guestio.util import sha256_file
+
+    kernel = _load(kernel_build)
+    return {
+        "run": {"kind": "boot-only", "append": append, "seconds": seconds, "ended_with": panic},
+        "accelerator": {"accelerator": "tcg-modelled", "why": "boot-only runs count modelled exits with the plugin"},
+        "qemu": _load(qemu_build),
+        "kernel": kernel,
+        "plugin": {"file": str(plugin), "sha256": sha256_file(plugin)},
+        "testbed": {"guest_arch": kernel.get("arch", "x86_64")},
+        "vm_config": vm,
+        "guestio": checkout(repo),
+        **_host_part(host),
+    }
+
+
 def _host_part(host: Path) -> dict:
     """The host snapshot, its QEMU (the distribution's binary) renamed so it is not taken for the run's."""
     snapshot = _load(host)

@@ -1,4 +1,4 @@
-# Disk experiment (Fig 1, Fig 2, Fig 6): bonnie++ natively and in the guest.
+# Disk experiment (Fig 1, Fig 2): bonnie++ natively and in the guest.
 # Each repetition is its own job, so a failed one reruns alone.  Benchmark jobs
 # take every core, so no other job runs beside them and disturbs the numbers.
 
@@ -7,7 +7,7 @@ import guestio.workloads.tick
 DISK_CONDITIONS = [disk_condition(variant=v) for v in DISK["variants"]]
 register_table("disk", disk_native_runs() + disk_vm_runs(DISK_CONDITIONS), variants=conditions_variants(DISK_CONDITIONS),
                qemus=conditions_qemus(DISK_CONDITIONS), config_sections=["disk"])
-FIGURES.update(fig1="disk", fig2="disk", fig6="disk")
+FIGURES.update(fig1="disk", fig2="disk")
 
 
 rule disk_native:

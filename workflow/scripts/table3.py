@@ -69,6 +69,30 @@ markdown += [f"| {caller} | " + " | ".join(str(int(row[v])) for v in params.vari
              for caller, row in callers.iterrows()]
 markdown.append("")
 
+# verify_pmtmr_rate exists only in a 32-bit kernel, at boot: Fig 6's boot-only runs show its site.
+boot = pd.concat([exits.read_csv(p) for p in snakemake.input.boot], ignore_index=True)
+markdown += ["## The 32-bit guest's boot (Fig 6's boot-only runs)", "",
+             "Linux 6.1 has verify_pmtmr_rate only on 32-bit x86, where it runs once, at boot. These are the first "
+             "boot-only runs of the 32-bit kernels (booted without an initramfs to the panic at the missing root). "
+             "GCC inlines verify_pmtmr_rate, and mach_countup's polling of PIT channel 2, into "
+             "init_acpi_pm_clocksource: its sites carry that function's name.", ""]
+for variant in params.boot_variants:
+    part = boot[boot.variant == variant]
+    top = exits.rank(part, n=params.top, site=exits.SITE_WITH_CALLER)
+    ranked.append(top)
+    title = f"Table 3, {variant}, boot (32-bit, boot-only)"
+    markdown += [exits.render_markdown(top, title, modelled=True, caller=True), ""]
+    latex += [exits.render_latex(top, title, modelled=True, caller=True, label=f"tab:table3-{variant}-boot"), ""]
+setup = boot[(boot.function == "init_acpi_pm_clocksource") | (boot.caller == "init_acpi_pm_clocksource")]
+by_site = setup.pivot_table(index=["function", "caller"], columns="variant", values="count", aggfunc="sum",
+                            fill_value=0).reindex(columns=params.boot_variants, fill_value=0)
+markdown += ["### The PM timer's set-up at boot (init_acpi_pm_clocksource and what it calls)", "",
+             "| function | calling function | " + " | ".join(params.boot_variants) + " |",
+             "|---|---|" + "---|" * len(params.boot_variants)]
+markdown += [f"| {fn} | {caller} | " + " | ".join(str(int(row[v])) for v in params.boot_variants) + " |"
+             for (fn, caller), row in by_site.iterrows()]
+markdown.append("")
+
 ranked_table = pd.concat(ranked, ignore_index=True)
 write_text_atomic(Path(out.csv), ranked_table.to_csv(index=False, lineterminator="\n"))
 write_text_atomic(Path(out.markdown), "\n".join(markdown))

@@ -59,8 +59,10 @@ class FigureDataError(ValueError):
     """The CSV lacks what a figure needs; the message names the figure."""
 
 
-# The panels show throughput (in MiB/s) or CPU utilisation (%).
-DRAWABLE = ("throughput", "cpu")
+# The panels show throughput (in MiB/s), CPU utilisation (%) or exit counts (a mechanism: the
+# exits a modification removes).
+DRAWABLE = ("throughput", "cpu", "exits")
+Y_LABELS = {"throughput": "MiB/s", "cpu": "CPU utilisation (%)", "exits": "exits"}
 
 
 def _drawable(specs: dict[str, FigureClaim]) -> dict[str, FigureClaim]:
@@ -124,10 +126,18 @@ class Condition(NamedTuple):
         return [EXTRA_WORDS[c].format(getattr(self, c)) for c in DEFAULT_COLUMNS
                 if c in names and getattr(self, c) != NOT_APPLICABLE]
 
+    def accel_word(self) -> str:
+        # modelled exits are counted under TCG; the panel's axis says they are exits
+        return "TCG" if self.accelerator == "tcg-modelled" else self.accelerator.upper()
+
+    def disk_words(self) -> list[str]:
+        if self.disk == NOT_APPLICABLE:
+            return []
+        return [self.disk.upper() if self.disk in ("ide",) else self.disk]
+
     def setting(self) -> str:
         """Accelerator, disk interface and clocksource, e.g. "TCG · IDE · acpi_pm"."""
-        return " · ".join([self.accelerator.upper(), self.disk.upper() if self.disk in ("ide",) else self.disk,
-                           self.clocksource, *self.extras()])
+        return " · ".join([self.accel_word(), *self.disk_words(), self.clocksource, *self.extras()])
 
     def label(self, varying: Iterable[str] = ()) -> str:
         """Tick label: short lines, so that four bars per panel still fit side by side.
@@ -137,8 +147,7 @@ class Condition(NamedTuple):
         """
         if self.target == "native":
             return f"native\n{self.disk}"
-        disk = self.disk.upper() if self.disk in ("ide",) else self.disk
-        lines = [f"VM {self.variant}", f"{self.accelerator.upper()} · {disk}", f"clock {self.clocksource}"]
+        lines = [f"VM {self.variant}", " · ".join([self.accel_word(), *self.disk_words()]), f"clock {self.clocksource}"]
         extras = self.extras(varying)
         if extras:
             lines.append(" · ".join(extras))
@@ -330,6 +339,10 @@ def _to_display(values: np.ndarray, unit: str, panel: Panel, spec: FigureClaim) 
             raise _fail(spec, f"{panel.metric}: unit {unit!r} is not a throughput unit "
                               f"({', '.join(THROUGHPUT_TO_MIB)})")
         return values * THROUGHPUT_TO_MIB[unit], "MiB/s"
+    if panel.quantity == "exits":
+        if unit != "exits":
+            raise _fail(spec, f"{panel.metric}: unit {unit!r}, expected 'exits'")
+        return values, "exits"
     if unit != "%":
         raise _fail(spec, f"{panel.metric}: unit {unit!r}, expected '%'")
     return values, "%"
@@ -630,7 +643,7 @@ def _bar_panel(ax, panel: Panel, panel_bars: list[Bar], variants: list[str]) -> 
                 fontweight="bold")
     ax.set_ylim(0, top * 1.15 if top > 0 else 1.0)
     ax.set_xlabel("")
-    ax.set_ylabel("MiB/s" if panel.quantity == "throughput" else "CPU utilisation (%)")
+    ax.set_ylabel(Y_LABELS[panel.quantity])
     ax.grid(axis="y", linewidth=0.5, alpha=0.5)
     ax.set_axisbelow(True)
     for side in ("top", "right"):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import pandas as pd
 
@@ -21,6 +21,14 @@ DEFAULT_COLUMNS = {
 }
 CONDITION_COLUMNS = ["target", "variant", "accelerator", "disk", "clocksource", *DEFAULT_COLUMNS]
 COLUMNS = ["experiment", *CONDITION_COLUMNS, "repetition", "metric", "value", "unit"]
+
+
+class Measurement(NamedTuple):
+    """One number a run measured: a row of the table once its run's condition is added."""
+
+    metric: str
+    value: float
+    unit: str
 
 
 def frame(*, experiment: str, target: str, variant: str, accelerator: str, disk: str, clocksource: str,

@@ -104,8 +104,16 @@ def build_env(ccache_dir: Path | None, workdir: Path | None = None) -> dict:
     return ccache.env(ccache_dir, dict(os.environ, **REPRODUCIBLE_ENV), tree=workdir)
 
 
-def make(tree: Path, objdir: Path, args: list[str], env: dict, log, cc: str) -> None:
-    cmd = ["make", "-C", str(tree), f"O={objdir}", f"CC={cc}", f"HOSTCC={cc}", *args]
+def arch_of(reqs: list[kconfig.Request]) -> str:
+    """kbuild's ARCH for the layers: i386 when they turn CONFIG_64BIT off.  On an x86_64 host kbuild
+    defaults to ARCH=x86_64, where Kconfig forces 64BIT on whatever a layer asks; ARCH=i386 is
+    where a 32-bit x86 kernel (the paper's guest) is configured and built."""
+    wanted = kconfig.effective(reqs).get("CONFIG_64BIT")
+    return "i386" if wanted is not None and wanted.value is kconfig.NOT_SET else "x86_64"
+
+
+def make(tree: Path, objdir: Path, args: list[str], env: dict, log, cc: str, arch: str = "x86_64") -> None:
+    cmd = ["make", "-C", str(tree), f"O={objdir}", f"ARCH={arch}", f"CC={cc}", f"HOSTCC={cc}", *args]
     log.write(f"$ {' '.join(cmd)}\n")
     log.flush()
     result = subprocess.run(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -113,16 +121,19 @@ def make(tree: Path, objdir: Path, args: list[str], env: dict, log, cc: str) -> 
         raise KernelBuildError(f"`make {' '.join(args)}` failed in {tree} (exit {result.returncode}); see {log.name}")
 
 
-def configure(tree: Path, objdir: Path, layers_root: Path, layers: list[str], env: dict, log, cc: str) -> None:
-    """tinyconfig, then the layers, then olddefconfig; every request must survive."""
-    make(tree, objdir, ["tinyconfig"], env, log, cc)
+def configure(tree: Path, objdir: Path, layers_root: Path, layers: list[str], env: dict, log, cc: str) -> str:
+    """tinyconfig, then the layers, then olddefconfig; every request must survive.  Returns the
+    kbuild ARCH the layers ask for."""
     reqs = kconfig.requests(layers_root, layers)
+    arch = arch_of(reqs)
+    make(tree, objdir, ["tinyconfig"], env, log, cc, arch)
     config_path = Path(objdir) / ".config"
     config_path.write_text(kconfig.apply(config_path.read_text(), reqs))
-    make(tree, objdir, ["olddefconfig"], env, log, cc)
+    make(tree, objdir, ["olddefconfig"], env, log, cc, arch)
     lost = kconfig.missing(config_path.read_text(), reqs)
     if lost:
         raise KernelBuildError(kconfig.describe_missing(lost))
+    return arch
 
 
 def collect(objdir: Path, outdir: Path) -> dict[str, str]:
@@ -168,14 +179,15 @@ def build_variant(
     with open(log_path, "w") as log, exclusive(workdir, log=lambda msg: print(msg, file=log, flush=True)):
         started = time.monotonic()
         prepare_tree(Path(pristine).resolve(), tree, patch_files)
-        configure(tree, objdir, layers_root, layers, env, log, cc)
+        arch = configure(tree, objdir, layers_root, layers, env, log, cc)
         # A cold build takes minutes: a line a minute, in the log and on stderr.
         with progress.heartbeat(lambda: f"kernel {variant}: {progress.compiled_objects(log_path)} objects compiled", log):
-            make(tree, objdir, [f"-j{jobs}", "bzImage"], env, log, cc)
+            make(tree, objdir, [f"-j{jobs}", "bzImage"], env, log, cc, arch)
         seconds = time.monotonic() - started
         outputs = collect(objdir, Path(outdir))
     record = {
         "variant": variant,
+        "arch": arch,
         "layers": layers,
         "patches": patches.describe(patch_files),
         "fragments": [

@@ -579,12 +579,16 @@ def testbed_of(ev: Evidence, rules: dict) -> dict[str, Any]:
     """verdicts.yaml's testbed, with what the runs' provenance records instead (a "testbed" entry;
     a kernel build's "arch")."""
     testbed = dict(rules["testbed"])
+    arches: set[str] = set()
     for prov in _provenances(ev):
         recorded = prov.get("testbed") or {}
         testbed.update({k: v for k, v in recorded.items() if k in TESTBED_KEYS})
-        arches = {k.get("arch") for k in (prov.get("kernels") or {}).values() if isinstance(k, Mapping)} - {None}
-        if len(arches) == 1:
-            testbed["guest_arch"] = arches.pop()
+        arches |= {k.get("arch") for k in (prov.get("kernels") or {}).values() if isinstance(k, Mapping)} - {None}
+    # One architecture for every kernel of the run: that is the guest's.  Mixed (the x86_64 guests
+    # and Fig 6's boot-only 32-bit kernels): the benchmarks ran on the default's, and the 32-bit
+    # kernels' quantities name their own variants.
+    if len(arches) == 1:
+        testbed["guest_arch"] = arches.pop()
     return testbed
 
 

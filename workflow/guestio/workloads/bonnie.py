@@ -76,9 +76,10 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import Callable, Iterable, Iterator
 
 from guestio import lifetime
+from guestio.analysis.measurements import Measurement
 from guestio.workloads.memlimit import memory_limited
 from guestio.vm.machine import QEMU_BINARY, DiskSpec, Hooks, RunResult, VMRunError, VMSpec, run_vm
 
@@ -147,12 +148,6 @@ class BonnieParseError(ValueError):
 
 class BonnieRunError(RuntimeError):
     """bonnie++ (natively or in the guest) did not run to a clean end."""
-
-
-class Measurement(NamedTuple):
-    metric: str
-    value: float
-    unit: str
 
 
 @dataclass(frozen=True)

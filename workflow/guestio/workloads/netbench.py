@@ -42,8 +42,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, NamedTuple, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
+from guestio.analysis.measurements import Measurement
 from guestio.net.testbed import Testbed
 from guestio.vm.machine import Hooks, NicSpec, RunResult, VMSpec, run_vm
 
@@ -76,12 +77,6 @@ TESTS = ("ping", "tcp_stream", "tcp_rr", "iperf3", "tcp_stream_rx")
 END_NAMES = {"guest": "guestb", "hostb": "hostb", "hosta": "hosta"}
 #: /proc/net/snmp's TCP counters a step records (deltas), RetransSegs the sender's retransmits.
 TCP_COUNTERS = ("ActiveOpens", "PassiveOpens", "InSegs", "OutSegs", "RetransSegs", "InErrs", "OutRsts")
-
-
-class Measurement(NamedTuple):
-    metric: str
-    value: float
-    unit: str
 
 
 class NetBenchError(RuntimeError):
