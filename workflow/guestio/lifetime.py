@@ -58,6 +58,8 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+from guestio.util import write_json_atomic
+
 __all__ = ["Terminated", "die_with_snakemake", "find_snakemake", "descendants",
            "stop_descendants", "run", "snakemake_processes", "record_snakemake_locks",
            "clear_stale_snakemake_locks", "sweep_stale_trace_instances"]
@@ -384,10 +386,8 @@ def record_snakemake_locks(workdir: os.PathLike | str, lock_files) -> Path:
     owners = Path(workdir) / ".snakemake" / OWNERS_DIR
     owners.mkdir(parents=True, exist_ok=True)
     record = owners / f"{os.getpid()}.json"
-    tmp = record.with_name(record.name + ".tmp")
-    tmp.write_text(json.dumps({"pid": os.getpid(), "start_time": _start_time(os.getpid()),
-                               "locks": sorted(str(Path(f).resolve()) for f in lock_files)}) + "\n")
-    tmp.replace(record)
+    write_json_atomic(record, {"pid": os.getpid(), "start_time": _start_time(os.getpid()),
+                               "locks": sorted(str(Path(f).resolve()) for f in lock_files)})
     return record
 
 

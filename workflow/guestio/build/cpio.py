@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
+from guestio.util import write_bytes_atomic
+
 MAGIC = b"070701"
 TRAILER = "TRAILER!!!"
 HEADER_LEN = 110
@@ -183,17 +185,7 @@ def write_cpio(entries: Iterable[Entry], out: str | os.PathLike | BinaryIO, mtim
     if hasattr(out, "write"):
         out.write(data)  # type: ignore[union-attr]
         return
-    dest = Path(out)
-    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_bytes_atomic(Path(out), data, fsync=True)
 
 
 @dataclass(frozen=True)

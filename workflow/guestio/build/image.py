@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -42,7 +41,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterable, Sequence
 
 from guestio.build import cpio
-from guestio.util import sha256_file
+from guestio.util import sha256_file, write_json_atomic
 
 log = logging.getLogger("guestio.build.image")
 
@@ -657,9 +656,7 @@ def build_initramfs(out_cpio: str | os.PathLike, manifest_json: str | os.PathLik
         "debs": [dict(d.as_json(), used=d.package in used) for d in debs],
         "files": files,
     }
-    tmp = manifest_json.with_name(f".{manifest_json.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, manifest_json)
+    write_json_atomic(manifest_json, manifest)
     log.info("image %s: %d entries, %d bytes, sha256 %s", out_cpio, len(entries), len(data),
              manifest["image"]["sha256"])
     return manifest
