@@ -26,7 +26,7 @@ care of all three:
   init, and at exit every descendant still alive gets SIGTERM, then SIGKILL,
   and is reaped.
 
-The VM lifecycle's own signal guard (guestio.vm.machine) catches these
+The VM lifecycle's own signal guard (guestio.vm.signals) catches these
 signals while QEMU runs, stops QEMU and re-delivers them, which lands in
 :func:`die_with_snakemake`'s handler.
 
@@ -450,7 +450,7 @@ def clear_stale_snakemake_locks(workdir: os.PathLike | str,
 # --------------------------------------------------------------------------
 # Host state of a killed run: KVM exit tracing's tracefs instances
 
-#: Where tracefs is mounted (guestio.exits.kvm.KvmTracer.default_root looks in the same places).
+#: Where tracefs is mounted (guestio.exits.kvm.recorder.KvmTracer.default_root looks in the same places).
 TRACEFS_ROOTS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 #: A KVM exit run's instance is named after the QEMU process it traces (KvmExitTracer).
 _TRACE_INSTANCE = "guestio-"

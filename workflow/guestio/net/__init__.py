@@ -4,5 +4,5 @@
 the pipeline's own: HostA and HostB joined by a veth pair (the "physical link",
 shaped by tc), the guest's tap on a bridge inside HostB, and tears all of it
 down after every run.  :mod:`guestio.net.session` drives the host side of one
-guest run through :class:`guestio.vm.machine.Hooks`.
+guest run through :class:`guestio.vm.hooks.Hooks`.
 """
