@@ -160,8 +160,8 @@ def test_table3_shows_the_pm_timer_verification_vanish(interrupted_then_complete
     assert baseline > 100 and pmtmr == 0
     reads = [line for line in setup.splitlines() if line.startswith("| acpi_pm_read | init_acpi_pm_clocksource |")]
     [row] = reads
-    baseline_reads, pmtmr_reads = (int(cell) for cell in row.strip("|").split("|")[2:4])
-    assert baseline_reads >= pmtmr_reads + 2 and pmtmr_reads >= 10
+    # the ten monotonicity checks read the timer at least twice each (until it moves), on both
+    assert all(int(cell) >= 20 for cell in row.strip("|").split("|")[2:4])
     check = (RESULTS / "exits" / "bonnie" / "baseline" / "stock" / "rep0" / "crosscheck.txt").read_text()
     assert check.startswith("cross-check OK")
     summary = json.loads((RESULTS / "exits" / "bonnie" / "baseline" / "stock" / "rep0" / "summary.json").read_text())
