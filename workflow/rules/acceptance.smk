@@ -15,18 +15,18 @@ ACCEPTANCE_TICK_RUNS = {name: (d, guestio.workloads.tick.settings(config, qemu)[
 rule kvm_acceptance_check:
     input:
         accelerator=ACCELERATOR,
-        summaries=[f"{d}/summary.json" for d in ACCEPTANCE_BONNIE_EXITS]
-        + [f"{d}/summary.json" for d, _ in ACCEPTANCE_TICK_RUNS.values()]
-        + [str(Path(NET_EXITS).with_name("summary.json"))],
+        bonnie=[f"{d}/summary.json" for d in ACCEPTANCE_BONNIE_EXITS],
+        ticks=[f"{d}/summary.json" for d, _ in ACCEPTANCE_TICK_RUNS.values()],
+        net=str(Path(NET_EXITS).with_name("summary.json")),
         disk_runs=disk_native_runs() + disk_vm_runs([disk_condition()]),
         smoke=smoke_runs(),
         code=str(REPO / "workflow" / "guestio" / "report" / "kvm_acceptance.py"),
     output:
         **ACCEPTANCE,
     params:
-        bonnie_exits=ACCEPTANCE_BONNIE_EXITS,
-        tick_runs=ACCEPTANCE_TICK_RUNS,
-        net_exits=str(Path(NET_EXITS).parent),
+        # Table 1's conditions and their PIT scales, in the order of input.ticks.
+        tick_conditions=list(ACCEPTANCE_TICK_RUNS),
+        tick_scales=[scale for _, scale in ACCEPTANCE_TICK_RUNS.values()],
     localrule: True
     log:
         f"{RESULTS}/acceptance/kvm.log",

@@ -6,14 +6,17 @@ from pathlib import Path
 from guestio.report.kvm_acceptance import AcceptanceFailed, ExitRun, evaluate, markdown, write
 
 inp, params = snakemake.input, snakemake.params
+# Each run's directory is that of its summary.json (exits.csv, qemu-cmdline.json beside it).
+ticks = [ExitRun(f"cpu exit run, {name}", Path(summary).parent, scale)
+         for name, scale, summary in zip(params.tick_conditions, params.tick_scales, inp.ticks)]
+net = Path(inp.net).parent
 checks = evaluate(
     accelerator_json=Path(inp.accelerator),
-    exit_runs=[ExitRun(f"bonnie++ exit run ({Path(d).parts[-3]})", Path(d)) for d in params.bonnie_exits]
-    + [ExitRun(f"cpu exit run, {name}", Path(d), scale) for name, (d, scale) in params.tick_runs.items()]
-    + [ExitRun("netperf exit run", Path(params.net_exits))],
-    tick_runs=[ExitRun(f"cpu exit run, {name}", Path(d), scale) for name, (d, scale) in params.tick_runs.items()],
+    exit_runs=[ExitRun(f"bonnie++ exit run ({Path(s).parts[-4]})", Path(s).parent) for s in inp.bonnie]
+    + ticks + [ExitRun("netperf exit run", net)],
+    tick_runs=ticks,
     disk_runs=[Path(p) for p in inp.disk_runs],
-    net_run=Path(params.net_exits),
+    net_run=net,
 )
 text = markdown(checks)
 Path(snakemake.log[0]).write_text(text)
