@@ -340,3 +340,22 @@ def test_the_report_caption_shows_verdict_deciding_quantity_reason_and_run(tmp_p
     assert "needs KVM" in text and "--configfile config/paper-scale.yaml" in text
     fig1 = pd.read_csv(csv).set_index("claim").loc["fig1"]
     assert fig1.decided_by == "VM/native block write throughput" and fig1.n.startswith("n = ")
+
+
+def test_a_run_in_several_tables_counts_once(tmp_path):
+    """Fig 1's baseline runs are also Table 4's unmerged side (and Fig 5's vHZ1000): the same rows in
+    two tables are one run each, so Table 4's n is the runs', not the rows'."""
+    tables = tmp_path / "tables"
+    tables.mkdir()
+    _disk_table(tables / "disk.csv", {"baseline": 100_000.0}, reps=5)
+    disk = measurements.read_csv(tables / "disk.csv")
+    merged = disk.assign(variant="coalesce", qemu="coalesce")
+    merged = merged[merged.repetition < 3]
+    shared = disk[disk.repetition < 3]          # the same files' rows, in the second table too
+    measurements.write_csv(pd.concat([shared, merged], ignore_index=True), tables / "coalesce.csv")
+    ev = ct.Evidence(results=str(tmp_path), built={"table4"},
+                     tables=[str(tables / "disk.csv"), str(tables / "coalesce.csv")],
+                     defaults={"qemu": ["-", "stock"]}, n_resamples=500)
+    t4 = {r.claim: r for r in ct.build(ev, costs={})}["table4"]
+    tput = next(q for q in t4.quantities if q.quantity == "throughput")
+    assert (tput.n_numerator, tput.n_denominator) == (3, 5)

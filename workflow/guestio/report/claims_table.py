@@ -402,6 +402,11 @@ class _Tables:
                 parts.append(df)
             self._df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
                 columns=[*measurements.COLUMNS, "_source"])
+            if self.long_form:
+                # One run can feed several tables (Fig 1's first baseline runs are also Fig 5's
+                # vHZ1000 and Table 4's unmerged side): its rows count once, or n and the
+                # bootstrap would take one run for several independent ones.
+                self._df = self._df.drop_duplicates(subset=measurements.COLUMNS, keep="first", ignore_index=True)
         return self._df
 
 
