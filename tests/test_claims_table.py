@@ -31,7 +31,7 @@ def test_verdict_file_states_the_six_verdicts_and_their_precedence():
     assert rules["verdicts"] == ["reproduced", "inconclusive", "not reproduced", "contradicted",
                                  "not testable here", "not measured here"]
     assert rules["precedence"][0] == "contradicted" and rules["precedence"][-1] == "reproduced"
-    assert rules["min_runs"] == 2
+    assert rules["min_runs"] == 3
 
 
 def test_sites_include_matches_function_and_caller():
@@ -253,7 +253,7 @@ def test_one_exit_count_on_each_side_is_inconclusive(results):
     row = {r.claim: r for r in ct.build(ev, costs={})}["table4"]
     site1 = next(q for q in row.quantities if q.quantity == "site1_exits")
     assert site1.value == pytest.approx(2343 / 15864) and math.isnan(site1.low)
-    assert site1.verdict == "inconclusive" and "fewer than 2 independent runs" in site1.reason
+    assert site1.verdict == "inconclusive" and "fewer than 3 independent runs" in site1.reason
 
 
 def test_a_narrowed_claims_table_reads_the_tables_its_table_artifacts_are_made_from(tmp_path):

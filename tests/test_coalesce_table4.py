@@ -25,7 +25,9 @@ from guestio.report import claims_table as ct
 REPO = Path(__file__).resolve().parents[1]
 REPS = 2
 #: Exits of run k of a side are its counts times this (independent runs differ a little).
-RUN_SCALE = (1.0, 1.02)
+RUN_SCALE = (1.0, 1.02, 0.98)
+#: runs a side where a verdict is asked for (verdicts.yaml min_runs)
+JUDGED_REPS = 3
 
 
 def _table4():
@@ -76,11 +78,11 @@ def _kvm_rows(merged_after: int) -> dict[str, list[dict]]:
     return {"before": before, "after": after}
 
 
-def _inputs(tmp_path: Path, rows_of=_tcg_rows, merged_after: int = 5000) -> SimpleNamespace:
-    """REPS exit runs a side (rep k: every count times RUN_SCALE[k]) and bonnie++ runs of both."""
+def _inputs(tmp_path: Path, rows_of=_tcg_rows, merged_after: int = 5000, reps: int = REPS) -> SimpleNamespace:
+    """*reps* exit runs a side (rep k: every count times RUN_SCALE[k]) and bonnie++ runs of both."""
     files = {"exits": [], "summaries": [], "exit_provenance": []}
     for side, mib, replayed in (("before", 1024.0, 0), ("after", 512.0, 45000)):
-        for rep in range(REPS):
+        for rep in range(reps):
             rows = [{**r, "count": round(r["count"] * RUN_SCALE[rep])} for r in rows_of(merged_after)[side]]
             d = tmp_path / side / f"rep{rep}"
             d.mkdir(parents=True)
@@ -108,17 +110,17 @@ def _inputs(tmp_path: Path, rows_of=_tcg_rows, merged_after: int = 5000) -> Simp
     return SimpleNamespace(**files, bonnie=str(bonnie), bonnie_provenance=str(tmp_path / "coalesce.provenance.json"))
 
 
-def _run(tmp_path: Path, name: str, **kw) -> SimpleNamespace:
+def _run(tmp_path: Path, name: str, reps: int = REPS, **kw) -> SimpleNamespace:
     out = tmp_path / name
     out.mkdir()
     outputs = SimpleNamespace(markdown=str(out / "table4.md"), latex=str(out / "table4.tex"),
                               csv=str(out / "table4.csv"), provenance=str(out / "table4.provenance.json"))
     (tmp_path / f"in-{name}").mkdir()
-    fake = SimpleNamespace(input=_inputs(tmp_path / f"in-{name}", **kw), output=outputs,
+    fake = SimpleNamespace(input=_inputs(tmp_path / f"in-{name}", reps=reps, **kw), output=outputs,
                            log=[str(out / "table4.log")],
                            params=SimpleNamespace(sides={"before": {"variant": "baseline", "qemu": "stock"},
                                                          "after": {"variant": "coalesce", "qemu": "coalesce"}},
-                                                  sites=2, seed=2010, exit_repetitions=REPS))
+                                                  sites=2, seed=2010, exit_repetitions=reps))
     _table4().main(fake)
     return outputs
 
@@ -176,18 +178,18 @@ def test_the_merged_sites_ratio_has_a_ci_over_runs_and_their_number(tmp_path):
                                                   (45000, "contradicted")])    # 1.5: more after merging
 def test_the_claims_table_judges_the_merged_sites_runs(tmp_path, merged_after, verdict):
     """Table 4's own CSV is what the claims table reads: its mechanism quantity (the merged site's
-    after/before exits per GiB over two runs a side) is judged, not "fewer than 2 runs"."""
+    after/before exits per GiB over three runs a side) is judged, not "fewer than 3 runs"."""
     ratio = merged_after * 2 / 60000          # per GiB: the after runs wrote half as much
     expected = {"reproduced": lambda r: 0.10 <= r <= 0.20, "not reproduced": lambda r: 0.20 < r < 1,
                 "contradicted": lambda r: r > 1}[verdict]
     assert expected(ratio), ratio
-    out = _run(tmp_path, "a", merged_after=merged_after)
+    out = _run(tmp_path, "a", reps=JUDGED_REPS, merged_after=merged_after)
     ev = ct.Evidence(results=str(tmp_path), built={"table4"}, exit_tables={"table4": out.csv}, n_resamples=2000)
     row = {r.claim: r for r in ct.build(ev, costs={})}["table4"]
     site1 = next(q for q in row.quantities if q.quantity == "site1_exits")
     assert site1.value == pytest.approx(ratio)
     assert not math.isnan(site1.low) and site1.low <= site1.value <= site1.high
-    assert (site1.n_numerator, site1.n_denominator) == (2, 2)
+    assert (site1.n_numerator, site1.n_denominator) == (3, 3)
     assert site1.verdict == verdict, site1.reason
     site2 = next(q for q in row.quantities if q.quantity == "site2_exits")
     assert site2.value == pytest.approx(0.5) and site2.verdict is None      # shown, does not vote
@@ -207,7 +209,8 @@ def test_under_kvm_the_taskfile_writes_are_the_merged_site(tmp_path):
     long = pd.read_csv(out.csv)
     merged = long[(long.site_role == "merged") & (long.metric == "port_io_exits_per_gib")]
     assert set(merged.site) == {site} and set(merged.accelerator) == {"kvm"} and len(merged) == 4
-    ev = ct.Evidence(results=str(tmp_path), built={"table4"}, exit_tables={"table4": out.csv}, n_resamples=2000)
+    judged = _run(tmp_path, "b", reps=JUDGED_REPS, rows_of=_kvm_rows, merged_after=4000)
+    ev = ct.Evidence(results=str(tmp_path), built={"table4"}, exit_tables={"table4": judged.csv}, n_resamples=2000)
     site1 = next(q for q in {r.claim: r for r in ct.build(ev, costs={})}["table4"].quantities
                  if q.quantity == "site1_exits")
     assert site1.value == pytest.approx(8080 / 70700) and site1.verdict == "reproduced"
@@ -257,12 +260,13 @@ def _planned_exit_runs(*targets: str, configfile: Path | None = None, check: boo
 
 
 def test_table4_adds_one_exit_run_a_side_and_shares_table3s_first():
-    """Two exit runs a side: the before side's rep0 is Table 3's run, so Table 3 and Table 4 together
+    """Three exit runs a side: the before side's rep0 is Table 3's run, so Table 3 and Table 4 together
     plan two runs more than Table 3 alone and one run of each other condition."""
     _, table3 = _planned_exit_runs("table3")
     _, both = _planned_exit_runs("table3", "table4")
     assert table3 == {"baseline/stock/rep0"}
-    assert both == table3 | {"baseline/stock/rep1", "coalesce/coalesce/rep0", "coalesce/coalesce/rep1"}
+    assert both == table3 | {"baseline/stock/rep1", "baseline/stock/rep2",
+                             "coalesce/coalesce/rep0", "coalesce/coalesce/rep1", "coalesce/coalesce/rep2"}
 
 
 def test_a_recorded_kvm_run_without_a_second_repetition_stops_naming_the_key(tmp_path):
@@ -271,7 +275,8 @@ def test_a_recorded_kvm_run_without_a_second_repetition_stops_naming_the_key(tmp
         (tmp_path / "recorded" / variant).mkdir(parents=True)
         (tmp_path / "recorded" / variant / "accelerator.json").write_text("{}")
     profile = tmp_path / "kvm.yaml"
-    profile.write_text(f"exits:\n  kvm_recorded: {tmp_path / 'recorded'}\n")
+    profile.write_text(f"exits:\n  kvm_recorded: {tmp_path / 'recorded'}\n"
+                       "diskmods:\n  coalesce:\n    exit_repetitions: 2\n")
     plan, _ = _planned_exit_runs("table4", configfile=profile, check=False)
     assert plan.returncode != 0
     assert f"exits.kvm_recorded: {tmp_path / 'recorded' / 'baseline' / 'rep1'} does not exist" in plan.stdout + plan.stderr
@@ -287,7 +292,7 @@ def test_one_exit_run_a_side_is_refused_by_the_config_check():
     from guestio import config as gconfig
 
     data = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    assert data["diskmods"]["coalesce"]["exit_repetitions"] == 2
+    assert data["diskmods"]["coalesce"]["exit_repetitions"] == 3
     data["diskmods"]["coalesce"]["exit_repetitions"] = 1
     with pytest.raises(gconfig.ConfigError) as error:
         gconfig.check(data, REPO / "workflow" / "schemas" / "config.schema.yaml")
