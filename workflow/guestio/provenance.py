@@ -130,7 +130,7 @@ def run_provenance(*, repo: Path, host: Path, accelerator: Path, kernel_build: P
                    run: Path, job: Path, vm: dict, qemu_build: Path) -> dict:
     """Everything needed to trace one run back to kernel, patches, image, QEMU and host."""
     from guestio.util import sha256_file
-    from guestio.vm.machine import JOB_LIB
+    from guestio.vm import JOB_LIB
 
     run_record = _load(run)
     return {

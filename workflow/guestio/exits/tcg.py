@@ -50,7 +50,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 from guestio.build.plugin import make_argv as plugin_make_argv
 from guestio.exits.schema import COLUMNS as EXIT_COLUMNS, EXIT_KINDS
 from guestio.util import exclusive
-from guestio.vm.machine import Hooks, RunResult, VMSpec, run_vm
+from guestio.vm import Hooks, RunResult, VMSpec, run_vm
 
 __all__ = [
     "ACCELERATOR", "EXIT_COLUMNS", "PLUGIN_COLUMNS", "EXIT_KINDS", "PHASES",

@@ -58,8 +58,7 @@ from guestio.vm.qemu_argv import build_qemu_argv
 from guestio.vm.result import RunResult, VMRunError
 from guestio.vm.scratch import copy_sparse, private_tmpdir
 from guestio.vm.signals import Interrupted, SignalGuard
-# JOB_LIB, QEMU_BINARY, DiskSpec, NicSpec: for callers not yet moved to ``from guestio.vm import``.
-from guestio.vm.spec import JOB_LIB, QEMU_BINARY, DiskSpec, NicSpec, VMSpec  # noqa: F401
+from guestio.vm.spec import VMSpec
 
 __all__ = ["Machine", "run_vm"]
 

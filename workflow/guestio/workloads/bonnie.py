@@ -81,7 +81,7 @@ from typing import Callable, Iterable, Iterator
 from guestio import lifetime
 from guestio.analysis.measurements import Measurement
 from guestio.workloads.memlimit import memory_limited
-from guestio.vm.machine import QEMU_BINARY, DiskSpec, Hooks, RunResult, VMRunError, VMSpec, run_vm
+from guestio.vm import QEMU_BINARY, DiskSpec, Hooks, RunResult, VMRunError, VMSpec, run_vm
 
 __all__ = [
     "BONNIE",
@@ -548,7 +548,7 @@ def run_vm_bonnie(*, kernel: os.PathLike | str, initrd: os.PathLike | str, appen
     Raises VMRunError (naming OUTDIR, the job's error and the serial tail) if the run does
     not end "ok", BonnieParseError (naming OUTDIR/results/bonnie.csv) if the guest's CSV is
     unusable (*required*: see :func:`parse_record`).  *hooks* act around the run (the
-    exitcount plugin, a KVM tracer: :class:`guestio.vm.machine.Hooks`).  *host_disk*: a block
+    exitcount plugin, a KVM tracer: :class:`guestio.vm.hooks.Hooks`).  *host_disk*: a block
     device already holding a copy of *data_disk* (a loop device with a host I/O scheduler,
     guestio.workloads.hostdisk) that the guest gets instead of a fresh copy.
     """

@@ -23,7 +23,7 @@ A VM run (:func:`run_vm_net`) boots GuestB with one NIC (rtl8139, e1000 or virti
 on HostB's tap; the guest job (workflow/jobs/net.sh) runs the guest's steps when the host
 asks and marks each step as a named window on the console (``GUESTIO: phase NAME`` and
 ``NAME.end``), so that the exit backends count each benchmark separately.
-:class:`NetSession` is the host side: a :class:`guestio.vm.machine.Hooks` that drives the
+:class:`NetSession` is the host side: a :class:`guestio.vm.hooks.Hooks` that drives the
 plan once the guest is ready; the guest's outputs come back in its results and are parsed
 after the run with the same parsers.  A native run (:func:`run_native_net`) runs the same
 plan with HostB in GuestB's place.
@@ -46,7 +46,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from guestio.analysis.measurements import Measurement
 from guestio.net.testbed import Testbed
-from guestio.vm.machine import Hooks, NicSpec, RunResult, VMSpec, run_vm
+from guestio.vm import Hooks, NicSpec, RunResult, VMSpec, run_vm
 
 __all__ = ["Measurement", "NetBenchError", "Step", "PATHS", "NIC_MODELS", "TESTS", "GUEST_GRO", "parse_ping",
            "parse_netperf", "parse_iperf3", "parse_snmp_tcp", "parse_softnet_dropped", "plan", "step_measurements",
