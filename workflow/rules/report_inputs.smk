@@ -21,6 +21,10 @@ CLAIMS_MD = f"{RESULTS}/claims.md"
 CLAIMS_CSV = f"{RESULTS}/claims.csv"
 CLAIMS_QUANTITIES = f"{RESULTS}/claims-quantities.csv"
 CLAIMS_COST = f"{RESULTS}/claims-cost.json"
+# Beyond the paper (report.beyond): made by rule beyond, shown in the report beside the claims.
+BEYOND = {"markdown": f"{RESULTS}/beyond.md", "csv": f"{RESULTS}/beyond.csv"}
+BEYOND_ON = bool((config.get("report") or {}).get("beyond"))
+BEYOND_TARGETS = list(BEYOND.values()) if BEYOND_ON else []
 REPORT_DIR = f"{RESULTS}/report"
 BUNDLE = f"{RESULTS}/bundle/guestio-bundle.tar.gz"
 REPORT_CODE = [str(REPO / "workflow" / "guestio" / "analysis" / n) for n in ("claims.yaml", "claims.py")] + [
@@ -159,6 +163,8 @@ def report_entries():
     """entry -> (file shown, caption template, category, subcategory)."""
     arts = guestio.analysis.claims.load_artifacts()
     entries = {"claims": (CLAIMS_CSV, "claims.rst", "1. Claims", "verdicts")}
+    if BEYOND_ON:
+        entries["beyond"] = (BEYOND["csv"], "beyond.rst", "1. Claims", "beyond the paper")
     for aid, b in built_artifacts().items():
         if b["kind"] == "figure":
             entries[f"figure-{aid}"] = (b["png"], "figure.rst", "2. Figures", arts[aid].paper_id)
@@ -195,7 +201,7 @@ def render_specs():
     jobs = [(b["rule"], b["wildcards"]) for b in built_artifacts().values()]
     jobs = list({(r, tuple(sorted(w.items()))): (r, w) for r, w in jobs}.values())
     jobs = [("measurement_table", {"table": name}) for name in report_tables()] + jobs + [("claims_table", {})]
-    if (config.get("report") or {}).get("beyond"):
+    if BEYOND_ON:
         jobs.append(("beyond", {}))
     specs = []
     for name, wc in jobs:
