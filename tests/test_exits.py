@@ -116,6 +116,22 @@ def test_rank_by_count_merges_ports_and_callers(tcg):
     assert b["port_or_address"].tolist() == [0x1f2, 0x1f6]
 
 
+def test_rank_functions_is_the_papers_table3_ranking(tcg):
+    """Functions by their exits summed over sites and callers, each with its most frequent caller."""
+    extra = exits.frame([_row(guest_pc=0xffffffff81177b2b, function="ioread8", offset=0x18, caller="ata_sff_altstatus",
+                              exit_kind="pio_in", port_or_address=0x3f6, count=4000)])
+    r = exits.rank_functions(pd.concat([tcg, extra], ignore_index=True), n=3)
+    bench = r[r["phase"] == "benchmark"]
+    assert bench["function"].tolist() == ["iowrite8", "ioread8", "acpi_pm_read"]
+    assert bench["count"].tolist() == [111050 + 15864, 7000, 5000]
+    # iowrite8's most frequent caller is tf_load; ioread8's the altstatus read, not bmdma_status
+    assert bench["caller"].tolist() == ["ata_sff_tf_load", "ata_sff_altstatus", "init_acpi_pm_clocksource"]
+    assert bench["caller_count"].tolist() == [111050, 4000, 5000]
+    assert bench["rank"].tolist() == [1, 2, 3]
+    assert r[r["phase"] == "boot"]["function"].tolist() == ["iowrite8"]
+    assert exits.rank_functions(tcg.iloc[0:0]).empty
+
+
 def test_rank_by_handling_time(kvm):
     r = exits.rank(kvm[kvm["phase"] == "benchmark"], by="handling_ns", n=5)
     assert r["function"].tolist() == ["native_safe_halt", "iowrite8", "ioread16_rep", "ioread32", "ioread8"]

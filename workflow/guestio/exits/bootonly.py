@@ -9,8 +9,11 @@ Linux 6.1 still has verify_pmtmr_rate (an __init path that runs once, at boot).
 What it measures (metrics of the long-form table, experiment "boot"):
   pm_timer_setup_exits  modelled exits of the PM timer's set-up: in init_acpi_pm_clocksource
                         itself (GCC inlines the static verify_pmtmr_rate, and mach_countup's
-                        polling of PIT channel 2, into it) and in the functions it calls
-                        (acpi_pm_read for the monotonicity checks and the rate check)
+                        polling of PIT channel 2, into it), in the functions it calls (acpi_pm_read
+                        for the monotonicity checks and the rate check), and the port-0x80 delay
+                        of each inb_p() of that polling (native_io_delay, called from
+                        slow_down_io: the shadow stack names only the immediate caller, and the
+                        rest of a boot makes 3 of them)
   pm_timer_reads        exits in acpi_pm_read over the whole boot (the PM timer port)
   boot_exits            all modelled exits of the boot
 """
@@ -30,6 +33,8 @@ from guestio.analysis.measurements import Measurement
 #: the function whose set-up work Fig 6's modification shortens (verify_pmtmr_rate is inlined in it)
 SETUP_FUNCTION = "init_acpi_pm_clocksource"
 PM_TIMER_READ = "acpi_pm_read"
+#: the I/O delay after each inb_p()/outb_p() (one port-0x80 write), as the plugin attributes it
+IO_DELAY = ("native_io_delay", "slow_down_io")
 #: how a boot-only run ends: the kernel finds no root file system (or no init) and panics; with
 #: panic=-1 it reboots at once and -no-reboot makes QEMU exit
 BOOT_END = "Kernel panic - not syncing"
@@ -106,7 +111,7 @@ def measurements(exit_rows: Iterable[dict]) -> list[Measurement]:
     for r in exit_rows:
         n = int(r["count"])
         total += n
-        if r.get("function") == SETUP_FUNCTION or r.get("caller") == SETUP_FUNCTION:
+        if SETUP_FUNCTION in (r.get("function"), r.get("caller")) or (r.get("function"), r.get("caller")) == IO_DELAY:
             setup += n
         if r.get("function") == PM_TIMER_READ:
             reads += n

@@ -290,6 +290,30 @@ def rank(df: pd.DataFrame, by: str = "count", n: int | None = 5, group: Sequence
     return agg[keys + ["count", "handling_ns", "count_share", "time_share", "port_or_address", "ports", "rank"]]
 
 
+def rank_functions(df: pd.DataFrame, n: int | None = 4, group: Sequence[str] = GROUP) -> pd.DataFrame:
+    """Top ``n`` exiting functions per group, each with its most frequent caller: the ranking of the
+    paper's Table 3 ("the top 4 hot functions; the caller column lists the function that calls the
+    hot function most often").  ``count`` and ``count_share`` are the function's, summed over its
+    sites and callers; ``caller_count`` is the exits from its most frequent caller."""
+    group = list(group)
+    columns = group + ["function", "caller", "caller_count", "count", "count_share", "rank"]
+    if df.empty:
+        return pd.DataFrame(columns=columns)
+    by_caller = df.groupby(group + ["function", "caller"], sort=False, dropna=False)["count"].sum().reset_index()
+    by_caller = by_caller.sort_values(group + ["function", "count", "caller"],
+                                      ascending=[True] * (len(group) + 1) + [False, True], kind="stable")
+    top_caller = by_caller.groupby(group + ["function"], sort=False).head(1).rename(
+        columns={"count": "caller_count"})
+    totals = df.groupby(group + ["function"], sort=False, dropna=False).agg(
+        count=("count", "sum"), count_share=("count_share", "sum")).reset_index()
+    out = totals.merge(top_caller, on=group + ["function"], how="left")
+    out = out.sort_values(group + ["count", "function"], ascending=[True] * len(group) + [False, True], kind="stable")
+    out["rank"] = out.groupby(group, sort=False).cumcount() + 1
+    if n is not None:
+        out = out[out["rank"] <= n]
+    return out[columns].reset_index(drop=True)
+
+
 # ---- rendering -------------------------------------------------------------------------------
 
 _KIND_TEXT = {"pio_in": "in", "pio_out": "out", "mmio_read": "mmio read", "mmio_write": "mmio write",
