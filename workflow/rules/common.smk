@@ -240,6 +240,12 @@ def exit_dir(workload, variant, qemu, rep=0):
     return EXIT_DIR.format(workload=workload, variant=variant, qemu=qemu, rep=rep)
 
 
+def fig6_selected():
+    """Whether this run makes Fig 6 (report.artifacts: null is every artifact)."""
+    artifacts = (config.get("report") or {}).get("artifacts")
+    return artifacts is None or "fig6" in artifacts
+
+
 def exit_runs(workload, variants, qemu, name, reps=(0,)):
     """One file of the exit runs of a workload, per kernel variant and repetition (in that
     order), on one QEMU variant."""

@@ -8,13 +8,6 @@ BOOT_RUNS = [f"{exit_dir('boot', v, config['vm']['qemu'], rep)}/measurements.csv
 register_table("boot", BOOT_RUNS, variants=PMTMR_VARIANTS, config_sections=["pmtmr"])
 FIGURES["fig6"] = "boot"
 
-
-def fig6_selected():
-    """Whether this run makes Fig 6 (report.artifacts: null is every artifact)."""
-    artifacts = (config.get("report") or {}).get("artifacts")
-    return artifacts is None or "fig6" in artifacts
-
-
 rule exit_plugin:
     input:
         code=REPO / "workflow" / "plugin" / "exitcount.c",
