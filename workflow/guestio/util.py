@@ -21,24 +21,29 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def write_bytes_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
-    """Write via a temporary file beside *path* and rename, so a reader never sees half a file.
-
-    The temporary file is removed if the write fails.  *fsync*: flush the data to disk before the
-    rename (for a large artifact that a crash must not leave empty under its final name).
-    """
+@contextlib.contextmanager
+def atomic_path(path: os.PathLike | str) -> Iterator[Path]:
+    """A temporary path beside *path* for a writer that wants a path (savefig, a copy, a csv
+    writer); renamed to *path* when the block ends without an error, removed otherwise, so a
+    reader never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
+        yield tmp
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(path: Path, data: bytes, *, fsync: bool = False) -> None:
+    """Write *data* through :func:`atomic_path`.  *fsync*: flush the data to disk before the
+    rename (for a large artifact that a crash must not leave empty under its final name)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def write_text_atomic(path: Path, text: str) -> None:

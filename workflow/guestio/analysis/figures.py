@@ -42,6 +42,7 @@ from guestio.analysis.claims import (ClaimsError, FigureClaim, Panel, figure_cla
                                      selector_alternatives)
 from guestio.analysis.measurements import COLUMNS as _MEASUREMENT_COLUMNS
 from guestio.analysis.measurements import DEFAULT_COLUMNS, NOT_APPLICABLE
+from guestio.util import atomic_path
 from guestio.analysis.stats import (DEFAULT_CONFIDENCE, DEFAULT_N_RESAMPLES, SIGNIFICANCE_LEVEL, bootstrap_mean_ci,
                     bootstrap_ratio_ci, significance_mark, welch_significance)
 
@@ -662,14 +663,8 @@ def _figure_texts(fig: Figure) -> list[str]:
 # --- writing ---------------------------------------------------------------------------------------
 
 def _atomic(path: Path, write) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

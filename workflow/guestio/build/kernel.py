@@ -19,7 +19,7 @@ from pathlib import Path
 from guestio.build import ccache, kconfig
 from guestio.build import patches
 from guestio import progress
-from guestio.util import exclusive, sha256_file, write_json_atomic
+from guestio.util import atomic_path, exclusive, sha256_file, write_json_atomic
 
 # Fixed build identity, so that two builds of the same input differ only where
 # the compiler makes them, and ccache hits across variants.
@@ -83,11 +83,6 @@ def patched_files(patch: Path) -> list[str]:
     return patches.patched_files(patch)
 
 
-def check_patch(tree: Path, patch: Path) -> None:
-    """Dry-run a patch; raise KernelBuildError naming the patch and the failing hunks."""
-    patches.check_patch(tree, patch, KernelBuildError)
-
-
 def apply_patches(tree: Path, patch_files: list[Path]) -> None:
     """Apply patches in order, each dry-run first (guestio.build.patches)."""
     patches.apply_patches(tree, patch_files, KernelBuildError)
@@ -141,10 +136,8 @@ def collect(objdir: Path, outdir: Path) -> dict[str, str]:
     hashes = {}
     outdir.mkdir(parents=True, exist_ok=True)
     for name, rel in OUTPUT_FILES.items():
-        src = Path(objdir) / rel
-        tmp = outdir / f".{name}.tmp"
-        shutil.copyfile(src, tmp)
-        tmp.replace(outdir / name)
+        with atomic_path(outdir / name) as tmp:
+            shutil.copyfile(Path(objdir) / rel, tmp)
         hashes[name] = sha256_file(outdir / name)
     return hashes
 

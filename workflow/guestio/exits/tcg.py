@@ -49,7 +49,7 @@ from typing import Callable, Iterable, Iterator, Mapping
 
 from guestio.build.plugin import make_argv as plugin_make_argv
 from guestio.exits.schema import COLUMNS as EXIT_COLUMNS, EXIT_KINDS
-from guestio.util import exclusive
+from guestio.util import atomic_path, exclusive
 from guestio.vm import Hooks, RunResult, VMSpec, run_vm
 
 __all__ = [
@@ -358,15 +358,12 @@ def to_exits_frame(rows: Iterable[PluginRow], system_map: Path | str | None, *, 
 
 def write_exits_csv(rows: list[dict], path: Path | str) -> None:
     """Write :func:`to_exits` rows as they are (also with extra columns)."""
-    path = Path(path)
     columns = list(EXIT_COLUMNS) + [c for c in (rows[0] if rows else {}) if c not in EXIT_COLUMNS]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=columns)
         w.writeheader()
         for r in rows:
             w.writerow({k: ("" if v is None else v) for k, v in r.items()})
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------------------------
