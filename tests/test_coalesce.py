@@ -27,8 +27,10 @@ import pytest
 
 from conftest import TEST_RESULTS, build_or_fail, qemu_trace_event, results_path
 from guestio.build import qemu
-from guestio.exits import tcg as tcgexits
-from guestio.exits.tcg import PluginRow, parse_sequence
+from guestio.exits.tcg.cross_check import cross_check
+from guestio.exits.tcg.plugin import ExitCounter, build_plugin
+from guestio.exits.tcg.plugin_csv import PluginRow
+from guestio.exits.tcg.sequence import parse_sequence
 from guestio.vm import DiskSpec, Hooks, VMSpec, run_vm
 
 DOORBELL = 0x530
@@ -63,7 +65,7 @@ def test_replays_of_the_doorbell_are_not_guest_accesses(tmp_path):
     rows = [PluginRow("boot", 0xffffffff81000010, "pio_in", "in_dx", None, 4, None, "", 1, 1),
             PluginRow("boot", 0xffffffff81000020, "pio_out", "out_dx", None, 4, 0xffffffff81000100, "", 1, 1),
             PluginRow("boot", 0xffffffff81000030, "pio_in", "in_dx", None, 1, None, "", 1, 1)]
-    check = tcgexits.cross_check(rows, seq)
+    check = cross_check(rows, seq)
     assert check.ok, check.problems
     assert check.pio_qemu == {DOORBELL: 2, 0x1f7: 1}       # what the guest executed
     assert check.replayed == {0x1f6: 1, 0x3f6: 1, 0x1f2: 1, 0x1f7: 1}
@@ -302,7 +304,7 @@ def test_coalesce_kernel_off_on_coalesce_qemu_says_so(coalesce_kernel, coalesce_
 @pytest.fixture(scope="session")
 def plugin_so() -> Path:
     try:
-        return tcgexits.build_plugin(Path(__file__).resolve().parents[1] / "build" / "plugin")
+        return build_plugin(Path(__file__).resolve().parents[1] / "build" / "plugin")
     except subprocess.CalledProcessError as exc:
         pytest.fail(f"building the plugin failed: {exc.cmd}\n{exc.stdout}\n{exc.stderr}")
 
@@ -313,7 +315,7 @@ def test_exit_table_has_the_doorbell_in_place_of_the_taskfile_writes(coalesce_ke
                                                                       guest_initrd, guest_append, tmp_path):
     from guestio.exits.backends import tcg_sites
 
-    counter = tcgexits.ExitCounter(plugin_so, trace=True)
+    counter = ExitCounter(plugin_so, trace=True)
     results, disk = _disk_run(coalesce_qemu, coalesce_kernel, guest_initrd, guest_append,
                               tmp_path, hooks=[counter])
     _check_data(results, disk)

@@ -22,8 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from guestio.exits import tcg as tcgexits
-from guestio.exits.tcg import PluginRow, parse_sequence, read_plugin_csv, to_exits
+from guestio.build.plugin import PLUGIN_DIR
+from guestio.exits.schema import COLUMNS as EXIT_COLUMNS
+from guestio.exits.tcg.cross_check import cross_check
+from guestio.exits.tcg.exit_rows import to_exits, to_exits_frame
+from guestio.exits.tcg.plugin import build_plugin, run_with_plugin
+from guestio.exits.tcg.plugin_csv import PluginRow, phase_instructions, read_plugin_csv
+from guestio.exits.tcg.sequence import learn_pio_ports, parse_sequence
 
 from conftest import qemu_trace_event
 
@@ -35,7 +40,7 @@ BUILD = REPO / "build" / "plugin"
 def plugin_so() -> Path:
     """Fetch the header (cached) and build the plugin and the decoder test program."""
     try:
-        return tcgexits.build_plugin(BUILD)
+        return build_plugin(BUILD)
     except subprocess.CalledProcessError as exc:
         pytest.fail(f"building the plugin failed: {exc.cmd}\n{exc.stdout}\n{exc.stderr}")
 
@@ -281,7 +286,7 @@ def test_parse_sequence_attributes_events(tmp_path):
     ]
     assert seq.records[0].caller_site == 0xffffffff81000100
     assert seq.records[2].caller_site is None
-    assert tcgexits.learn_pio_ports(seq) == {0xffffffff81000010: {0x608: 1},
+    assert learn_pio_ports(seq) == {0xffffffff81000010: {0x608: 1},
                                              0xffffffff81000030: {0x80: 1},
                                              0xffffffff81000040: {0x1f0: 1},
                                              0xffffffff81000070: {0x1f7: 1}}
@@ -308,7 +313,7 @@ def test_parse_sequence_reports_inconsistencies(tmp_path):
     assert "size mismatch at pc 0xffffffff81000030" in text
     assert "pc 0xffffffff81000040 (boot) has no trace event" in text
     rows = [PluginRow("boot", 0xffffffff81000010, "pio_out", "out_imm8", 0x70, 1, None, "", 1, 1)]
-    check = tcgexits.cross_check(rows, seq)
+    check = cross_check(rows, seq)
     assert not check.ok
 
 
@@ -344,7 +349,7 @@ def test_to_exits(tmp_path):
     assert [r["function"] for r in ex] == ["acpi_pm_read", "ioread8", "", "ioread8"]
     assert [r["space"] for r in ex] == ["kernel", "kernel", "user", "kernel"]
     top = ex[0]
-    assert set(tcgexits.EXIT_COLUMNS) <= set(top)
+    assert set(EXIT_COLUMNS) <= set(top)
     assert top["accelerator"] == "tcg-modelled" and top["workload"] == "dd"
     assert top["offset"] == 4 and top["caller"] == "clocksource_watchdog"
     assert top["port_or_address"] == "0x608"           # the only port that pc used
@@ -364,8 +369,8 @@ def test_to_exits(tmp_path):
                    ("ioread8", "ata_sff_dev_select", "0x1f7"): 1,
                    ("", "", ""): 2}
     # the same as a validated guestio.exits.schema frame
-    df = tcgexits.to_exits_frame(rows, smap, workload="dd", variant="baseline", pio_ports=exact)
-    assert list(df.columns) == tcgexits.EXIT_COLUMNS
+    df = to_exits_frame(rows, smap, workload="dd", variant="baseline", pio_ports=exact)
+    assert list(df.columns) == EXIT_COLUMNS
     assert set(df["accelerator"]) == {"tcg-modelled"} and df["handling_ns"].isna().all()
     assert df["count_share"].sum() == pytest.approx(1.0)
 
@@ -400,19 +405,19 @@ def disk_job_spec(tmp_path: Path, kernel: Path, initrd: Path, append: str):
 def test_disk_job_with_plugin_and_trace(plugin_so, guest_kernel, guest_initrd, guest_append,
                                         tmp_path):
     spec = disk_job_spec(tmp_path, guest_kernel, guest_initrd, guest_append)
-    run = tcgexits.run_with_plugin(spec, tmp_path / "out", plugin_so, trace=True,
+    run = run_with_plugin(spec, tmp_path / "out", plugin_so, trace=True,
                                    boot_timeout_s=600, job_timeout_s=600)
     assert run.result.ok, run.result
     job_log = (run.outdir / "results" / "job.log").read_text()
     assert "acpi_pm" in job_log
 
     rows = read_plugin_csv(run.csv)
-    insns = tcgexits.phase_instructions(rows)
+    insns = phase_instructions(rows)
     for phase in ("boot", "init", "benchmark", "disk-write", "disk-read", "shutdown"):
         assert insns.get(phase, 0) > 0, (phase, insns)
 
     seq = parse_sequence(run.log)
-    check = tcgexits.cross_check(rows, seq)
+    check = cross_check(rows, seq)
     assert check.ok, check.summary()
     assert check.pio_plugin == check.pio_qemu and check.pio_qemu.get(0x608, 0) > 0
     assert check.mmio_regions.get("apic-msi", 0) > 0   # the local APIC (QEMU names its region
@@ -442,7 +447,7 @@ def selfcheck_so(plugin_so, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("selfcheck")
     cflags = "-O2 -g -Wall -Wextra -Wno-unused-parameter -DEXITCOUNT_SELFCHECK"
     try:
-        subprocess.run(["make", "-s", "-C", str(tcgexits.PLUGIN_DIR), f"BUILD={out}",
+        subprocess.run(["make", "-s", "-C", str(PLUGIN_DIR), f"BUILD={out}",
                         f"HDR_DIR={BUILD / 'include'}", f"CFLAGS={cflags}",
                         "plugin"], check=True, capture_output=True, text=True)
     except subprocess.CalledProcessError as exc:
@@ -457,7 +462,7 @@ def test_caches_agree_with_qemu(selfcheck_so, guest_kernel, guest_initrd, guest_
     qemu_plugin_get_hwaddr) is what QEMU's TLB says, every cached shadow-stack lookup is what
     the stack table says."""
     spec = disk_job_spec(tmp_path, guest_kernel, guest_initrd, guest_append)
-    run = tcgexits.run_with_plugin(spec, tmp_path / "out", selfcheck_so, boot_timeout_s=600,
+    run = run_with_plugin(spec, tmp_path / "out", selfcheck_so, boot_timeout_s=600,
                                    job_timeout_s=600)
     assert run.result.ok, run.result
     stderr = (run.outdir / "qemu-stderr.log").read_text()

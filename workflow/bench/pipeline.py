@@ -37,7 +37,8 @@ from guestio.build import kernel
 from guestio.build import qemu
 from guestio import provenance
 from guestio.report import cost
-from guestio.exits import tcg as tcgexits
+from guestio.exits.tcg.overhead import measure_overhead
+from guestio.exits.tcg.plugin import build_plugin
 from guestio.vm.accel import probe_accelerator
 from guestio.vm import DiskSpec, VMSpec, run_vm
 
@@ -173,13 +174,13 @@ def part_boot(work: Path, args) -> tuple[list[list[str]], str]:
 def part_plugin(work: Path, args) -> tuple[list[list[str]], str]:
     """Cost of the exitcount plugin: the same disk job untraced, with the plugin, and with the trace too."""
     kernel_path, initrd, _ = _guest()
-    plugin = tcgexits.build_plugin(REPO / "build" / "plugin")
+    plugin = build_plugin(REPO / "build" / "plugin")
     data = disk.make_data_disk(work / "dd.img", 128, fs="none")
     job = work / "dd.sh"
     job.write_text("dd if=/dev/zero of=/dev/sda bs=1M count=64 conv=fsync 2>&1\n"
                    "dd if=/dev/sda of=/dev/null bs=1M count=64 2>&1\n")
     spec = _spec(kernel_path, initrd, "tcg", job, disks=[DiskSpec(path=Path(data), interface="ide", cache="none")])
-    times = tcgexits.measure_overhead(spec, plugin, work / "overhead", repeats=args.boots)
+    times = measure_overhead(spec, plugin, work / "overhead", repeats=args.boots)
     plain = statistics.median(t["wall_s"] for t in times["plain"])
     plain_job = statistics.median(t["job_s"] for t in times["plain"])
     rows = []

@@ -6,7 +6,9 @@ from pathlib import Path
 from guestio import lifetime
 from guestio.analysis.measurements import frame, write_csv
 from guestio.exits import schema as exits
-from guestio.exits import bootonly, tcg
+from guestio.exits import bootonly
+from guestio.exits.tcg.exit_rows import to_exits
+from guestio.exits.tcg.plugin_csv import read_plugin_csv
 from guestio.provenance import boot_run_provenance
 from guestio.util import write_json_atomic
 from guestio.vm.jobs import guest_append, qemu_of, say_to
@@ -22,7 +24,7 @@ with say_to(snakemake.log[0], label) as say:
     booted = bootonly.run(**qemu_of(inp), kernel=Path(inp.bzimage), append=guest_append(vm),
                           memory_mib=params.memory_mib, plugin=Path(inp.plugin), outdir=outdir,
                           timeout_s=vm["boot_timeout_s"], log=say)
-    rows = tcg.to_exits(tcg.read_plugin_csv(booted.csv), inp.system_map, workload="boot", variant=w.variant)
+    rows = to_exits(read_plugin_csv(booted.csv), inp.system_map, workload="boot", variant=w.variant)
     exits.write_csv(exits.frame(rows), Path(out.exits))
     measured = bootonly.measurements(rows)
     say(", ".join(f"{m.metric} {m.value:.0f}" for m in measured))

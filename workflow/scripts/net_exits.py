@@ -3,7 +3,7 @@
 The guest (GuestB, kernel variant and NIC of config network.exits) runs the tests of
 network.exits.tests as the paper's netperf client, sending to HostA's netserver, each in its
 own console window, so the exits of each benchmark are counted apart.  KVM: the kvm tracepoints (guestio.exits.kvm.hook.KvmExitTracer);
-TCG: the exitcount plugin (guestio.exits.tcg.ExitCounter), checked against QEMU's trace.
+TCG: the exitcount plugin (guestio.exits.tcg.plugin.ExitCounter), checked against QEMU's trace.
 """
 
 from pathlib import Path

@@ -3,7 +3,7 @@
 * KVM: the kvm tracepoints of the measured window (:class:`guestio.exits.kvm.hook.KvmExitTracer`
   on the run), symbolised against the variant's System.map, with handling times and the
   count of lost events.
-* TCG: the exitcount plugin (:class:`guestio.exits.tcg.ExitCounter`), whose per-port and
+* TCG: the exitcount plugin (:class:`guestio.exits.tcg.plugin.ExitCounter`), whose per-port and
   per-MMIO counts must equal QEMU's own trace of the same run.
 
 Both give the schema of :mod:`guestio.exits.schema` and a summary dict; both record the
@@ -18,10 +18,15 @@ from typing import Callable
 
 import pandas as pd
 
-from guestio.exits import schema, tcg
+from guestio.exits import schema
 from guestio.exits.kvm.hook import KvmExitTracer
 from guestio.exits.kvm.trace_reader import parse_trace_dir
 from guestio.exits.symbols import SymbolTable
+from guestio.exits.tcg.cross_check import cross_check
+from guestio.exits.tcg.exit_rows import to_exits_frame
+from guestio.exits.tcg.plugin import ExitCounter
+from guestio.exits.tcg.plugin_csv import phase_instructions, read_plugin_csv
+from guestio.exits.tcg.sequence import parse_sequence
 
 __all__ = ["ExitBackendError", "backend_for", "tracer_for", "run_sites", "kvm_sites", "tcg_sites"]
 
@@ -39,7 +44,7 @@ def backend_for(accelerator: str) -> str:
 
 def tracer_for(backend: str, *, plugin: Path, tracefs: str | Path):
     """The hook that records a run's exits: KVM's tracepoints, or the exitcount plugin with QEMU's trace."""
-    return KvmExitTracer(root=tracefs) if backend == "kvm" else tcg.ExitCounter(plugin, trace=True)
+    return KvmExitTracer(root=tracefs) if backend == "kvm" else ExitCounter(plugin, trace=True)
 
 
 def run_sites(backend: str, tracer, run_dir: Path, system_map: Path, *, workload: str, variant: str,
@@ -74,21 +79,21 @@ def kvm_sites(trace_dir: Path, guest_results: Path | None, system_map: Path, *, 
     return table, summary
 
 
-def tcg_sites(counter: tcg.ExitCounter, guest_results: Path, system_map: Path, *, workload: str,
+def tcg_sites(counter: ExitCounter, guest_results: Path, system_map: Path, *, workload: str,
               variant: str, say: Callable[[str], None]) -> tuple[pd.DataFrame, dict]:
     """Exit sites from the exitcount plugin of a finished run, checked against QEMU's trace."""
-    rows = tcg.read_plugin_csv(counter.csv)
-    sequence = tcg.parse_sequence(counter.log)
-    check = tcg.cross_check(rows, sequence)
+    rows = read_plugin_csv(counter.csv)
+    sequence = parse_sequence(counter.log)
+    check = cross_check(rows, sequence)
     crosscheck = counter.csv.parent / "crosscheck.txt"
     crosscheck.write_text(check.summary() + "\n")
     say(check.summary().splitlines()[0])
     if not check.ok:
         raise ExitBackendError(f"exits {variant}: the plugin disagrees with QEMU's trace events: {crosscheck}")
     counter.log.unlink()  # hundreds of MB; what it proved is in crosscheck.txt
-    table = tcg.to_exits_frame(rows, system_map, workload=workload, variant=variant,
+    table = to_exits_frame(rows, system_map, workload=workload, variant=variant,
                                pio_ports=sequence.pio_by_site)
-    summary = schema.run_summary(table, guest_results, instructions=tcg.phase_instructions(rows))
+    summary = schema.run_summary(table, guest_results, instructions=phase_instructions(rows))
     summary["backend"] = "tcg-plugin"
     summary["cross_check"] = {"ok": check.ok, "port_accesses": sum(check.pio_qemu.values()),
                               "ports": len(check.pio_qemu), "mmio_accesses": sum(check.mmio_qemu.values()),

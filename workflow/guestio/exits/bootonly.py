@@ -60,7 +60,7 @@ def qemu_argv(*, qemu: str, firmware_dir: str | None, kernel: Path, append: str,
               plugin: Path, out_csv: Path, serial_log: Path, machine: str = "pc") -> list[str]:
     """The boot-only QEMU command line: no initramfs, no disks, no NIC, the console to a file that
     the plugin follows (its phases), one vCPU under TCG."""
-    from guestio.exits.tcg import plugin_argv
+    from guestio.exits.tcg.plugin import plugin_argv
 
     return [qemu, *(["-L", firmware_dir] if firmware_dir else []),
             "-nodefaults", "-no-user-config", "-nographic", "-display", "none", "-no-reboot",
