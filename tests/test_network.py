@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from conftest import REPO, SNAKEMAKE, job_counts
-from guestio.analysis.measurements import COLUMNS, read_csv
+from guestio.analysis.measurements import COLUMNS, Measurement, read_csv
 from guestio.net import testbed
 from guestio.net.testbed import Addresses, NotRootError, Shape, TestbedError
-from guestio.workloads import netbench
+from guestio.workloads import netbench, netbench_counters, netbench_parsers, netbench_records, netbench_session
 
 DATA = Path(__file__).parent / "data" / "net"
 NET = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["network"]
@@ -28,44 +28,44 @@ NET = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["network"]
 
 def test_ping_parser_takes_every_reply_after_the_warmup():
     text = (DATA / "ping-hosta-guestb.txt").read_text()
-    r = netbench.parse_ping(text, warmup=3)
+    r = netbench_parsers.parse_ping(text, warmup=3)
     assert r["transmitted"] == 53 and r["received"] == 53
     assert len(r["rtt_ms"]) == 50
     assert r["rtt_ms"][0] == pytest.approx(float(text.splitlines()[4].split("time=")[1].split()[0]))
     # The first reply (ARP) is the slowest of the capture and is dropped.
-    assert netbench.parse_ping(text, warmup=0)["rtt_ms"][0] == pytest.approx(1.02)
+    assert netbench_parsers.parse_ping(text, warmup=0)["rtt_ms"][0] == pytest.approx(1.02)
     assert all(0 < v < 50 for v in r["rtt_ms"])
 
 
 def test_ping_parser_refuses_output_without_replies():
     with pytest.raises(netbench.NetBenchError, match="no summary"):
-        netbench.parse_ping("PING 10.0.0.1 (10.0.0.1) 56(84) bytes of data.\n")
+        netbench_parsers.parse_ping("PING 10.0.0.1 (10.0.0.1) 56(84) bytes of data.\n")
     lost = "PING x\n\n--- x ping statistics ---\n5 packets transmitted, 0 received, 100% packet loss, time 4ms\n"
     with pytest.raises(netbench.NetBenchError, match="0 of 5 received"):
-        netbench.parse_ping(lost)
+        netbench_parsers.parse_ping(lost)
 
 
 def test_netperf_parsers_read_the_keyval_output():
     step = next(s for s in netbench.plan(NET, Addresses.from_subnet("10.210.0.0/24"), target="guest")
                 if s.name == "netperf-tcp_stream")
-    ms, values = netbench.step_measurements(step, (DATA / "netperf-tcp_stream.txt").read_text())
-    assert ms == [netbench.Measurement("netperf_tcp_stream_throughput", 696.16, "Mbit/s")]
+    ms, values = netbench_parsers.step_measurements(step, (DATA / "netperf-tcp_stream.txt").read_text())
+    assert ms == [Measurement("netperf_tcp_stream_throughput", 696.16, "Mbit/s")]
     assert values["DIRECTION"] == "Send" and values["PROTOCOL"] == "TCP"
     rr = next(s for s in netbench.plan(NET, Addresses.from_subnet("10.210.0.0/24"), target="guest")
               if s.name == "netperf-tcp_rr")
-    ms, _ = netbench.step_measurements(rr, (DATA / "netperf-tcp_rr.txt").read_text())
-    assert ms == [netbench.Measurement("netperf_tcp_rr_rate", 1829.98, "trans/s"),
-                  netbench.Measurement("netperf_tcp_rr_latency", 546.13, "us")]
+    ms, _ = netbench_parsers.step_measurements(rr, (DATA / "netperf-tcp_rr.txt").read_text())
+    assert ms == [Measurement("netperf_tcp_rr_rate", 1829.98, "trans/s"),
+                  Measurement("netperf_tcp_rr_latency", 546.13, "us")]
     with pytest.raises(netbench.NetBenchError, match="THROUGHPUT"):
-        netbench.parse_netperf("establish control: are you sure there is a netserver listening\n")
+        netbench_parsers.parse_netperf("establish control: are you sure there is a netserver listening\n")
 
 
 def test_iperf3_parser_reads_the_receiver_side():
-    r = netbench.parse_iperf3((DATA / "iperf3.json").read_text())
+    r = netbench_parsers.parse_iperf3((DATA / "iperf3.json").read_text())
     assert 100e6 < r["received_bps"] <= r["sent_bps"] * 1.01
     assert r["seconds"] == pytest.approx(3.0, abs=0.2)
     with pytest.raises(netbench.NetBenchError, match="unable to connect"):
-        netbench.parse_iperf3('{"start": {}, "intervals": [], "end": {}, "error": "unable to connect to server"}')
+        netbench_parsers.parse_iperf3('{"start": {}, "intervals": [], "end": {}, "error": "unable to connect to server"}')
 
 
 # -- the plan and the testbed's checks ----------------------------------------------------------
@@ -101,7 +101,7 @@ def test_benchmarks_send_from_guestb_or_hostb_to_hosta_as_in_the_paper(target, n
     assert (rx.role, rx.sender, rx.receiver) == ("hosta", "hosta", near)
     assert rx.argv[rx.argv.index("-H") + 1] == getattr(ad, near_ip)
     assert steps["netperf-tcp_stream"].in_guest is (target == "guest")
-    d = netbench.direction(list(steps.values()))
+    d = netbench_records.direction(list(steps.values()))
     assert (d["sender"], d["receiver"]) == (near, "hosta")
     assert set(d["benchmarks"]) == {"netperf-tcp_stream", "netperf-tcp_rr", "iperf3"}
     assert d["extras"]["netperf-tcp_stream_rx"]["sender"] == "hosta"
@@ -111,24 +111,24 @@ def test_metric_names_keep_the_paper_direction_and_mark_the_extra():
     ad = Addresses.from_subnet(NET["subnet"])
     steps = {s.name: s for s in netbench.plan(NET, ad, target="guest")}
     stream = (DATA / "netperf-tcp_stream.txt").read_text()
-    assert netbench.step_measurements(steps["netperf-tcp_stream"], stream)[0][0].metric == "netperf_tcp_stream_throughput"
-    assert netbench.step_measurements(steps["netperf-tcp_stream_rx"], stream)[0] == [
-        netbench.Measurement("netperf_tcp_stream_rx_throughput", 696.16, "Mbit/s")]
-    assert netbench.step_measurements(steps["iperf3"], (DATA / "iperf3.json").read_text())[0][0].metric \
+    assert netbench_parsers.step_measurements(steps["netperf-tcp_stream"], stream)[0][0].metric == "netperf_tcp_stream_throughput"
+    assert netbench_parsers.step_measurements(steps["netperf-tcp_stream_rx"], stream)[0] == [
+        Measurement("netperf_tcp_stream_rx_throughput", 696.16, "Mbit/s")]
+    assert netbench_parsers.step_measurements(steps["iperf3"], (DATA / "iperf3.json").read_text())[0][0].metric \
         == "iperf3_throughput"
 
 
 # -- counters: TCP retransmits and softnet drops ---------------------------------------------
 
 def test_snmp_and_softnet_parsers_read_the_kernel_files():
-    tcp = netbench.parse_snmp_tcp((DATA / "snmp.txt").read_text())
+    tcp = netbench_parsers.parse_snmp_tcp((DATA / "snmp.txt").read_text())
     assert tcp["RetransSegs"] == 5 and tcp["InSegs"] == 191480 and tcp["PassiveOpens"] == 133
-    assert netbench.parse_softnet_dropped((DATA / "softnet_stat.txt").read_text()) == 0
+    assert netbench_parsers.parse_softnet_dropped((DATA / "softnet_stat.txt").read_text()) == 0
     # The second column (dropped), hex, summed over the CPUs' rows; not the first (processed).
     two_cpus = "0000ffff 0000000a 00000001\n00000100 00000011 00000000\n"
-    assert netbench.parse_softnet_dropped(two_cpus) == 0x0a + 0x11
+    assert netbench_parsers.parse_softnet_dropped(two_cpus) == 0x0a + 0x11
     with pytest.raises(netbench.NetBenchError, match="Tcp"):
-        netbench.parse_snmp_tcp("Ip: 1 2\nIp: 3 4\n")
+        netbench_parsers.parse_snmp_tcp("Ip: 1 2\nIp: 3 4\n")
 
 
 def _counters(sender_retrans: int, guest_drops: int | None, host_drops: int) -> dict:
@@ -144,20 +144,20 @@ def test_counter_measurements_take_the_senders_retransmits_and_both_sides_drops(
     steps = {s.name: s for s in netbench.plan(NET, ad, target="guest")}
     c = _counters(0, guest_drops=2, host_drops=3)
     c["guestb"]["tcp"]["RetransSegs"], c["hosta"]["tcp"]["RetransSegs"] = 7, 1
-    ms = netbench.counter_measurements(steps["netperf-tcp_stream"], c)
-    assert ms == [netbench.Measurement("netperf_tcp_stream_retransmits", 7.0, "segments"),
-                  netbench.Measurement("netperf_tcp_stream_softnet_dropped_guestb", 2.0, "packets"),
-                  netbench.Measurement("netperf_tcp_stream_softnet_dropped_hosts", 3.0, "packets")]
+    ms = netbench_counters.counter_measurements(steps["netperf-tcp_stream"], c)
+    assert ms == [Measurement("netperf_tcp_stream_retransmits", 7.0, "segments"),
+                  Measurement("netperf_tcp_stream_softnet_dropped_guestb", 2.0, "packets"),
+                  Measurement("netperf_tcp_stream_softnet_dropped_hosts", 3.0, "packets")]
     # The extra: HostA sends, so HostA's retransmits.
-    assert netbench.counter_measurements(steps["netperf-tcp_stream_rx"], c)[0] == \
-        netbench.Measurement("netperf_tcp_stream_rx_retransmits", 1.0, "segments")
-    assert netbench.counter_measurements(steps["ping-hosta-guestb"], c) == []
+    assert netbench_counters.counter_measurements(steps["netperf-tcp_stream_rx"], c)[0] == \
+        Measurement("netperf_tcp_stream_rx_retransmits", 1.0, "segments")
+    assert netbench_counters.counter_measurements(steps["ping-hosta-guestb"], c) == []
     native = {s.name: s for s in netbench.plan(NET, ad, target="hostb")}
     c = _counters(0, guest_drops=None, host_drops=0)
     c["hostb"]["tcp"]["RetransSegs"] = 4
-    assert [m.metric for m in netbench.counter_measurements(native["iperf3"], c)] == [
+    assert [m.metric for m in netbench_counters.counter_measurements(native["iperf3"], c)] == [
         "iperf3_retransmits", "iperf3_softnet_dropped_hosts"]
-    assert netbench.counter_measurements(native["iperf3"], c)[0].value == 4.0
+    assert netbench_counters.counter_measurements(native["iperf3"], c)[0].value == 4.0
 
 
 def test_addresses_are_private_and_in_order():
@@ -213,13 +213,13 @@ def _interrupts(nic: int) -> str:
 def test_interrupts_parser_counts_the_nics_lines_only():
     text = _interrupts(1234).replace("CPU0       ", "CPU0       CPU1").replace("   1234", "   1000   234")
     text = text.replace("     57", "     57      1").replace("    401", "    401      0")
-    assert netbench.parse_interrupts(text, ["eth0", "0000:00:03.0"]) == 1234
-    assert netbench.parse_interrupts(text, ["virtio0"]) == 0
+    assert netbench_parsers.parse_interrupts(text, ["eth0", "0000:00:03.0"]) == 1234
+    assert netbench_parsers.parse_interrupts(text, ["virtio0"]) == 0
     with pytest.raises(netbench.NetBenchError, match="CPU header"):
-        netbench.parse_interrupts("eth0 12\n", ["eth0"])
+        netbench_parsers.parse_interrupts("eth0 12\n", ["eth0"])
     guest = (DATA / "interrupts-e1000-guest.txt").read_text()  # a real guest's, e1000 on IRQ 11
-    assert netbench.parse_interrupts(guest, ["eth0", "0000:00:03.0"]) == 2714
-    assert netbench.parse_interrupts(guest, ["ttyS0"]) > 0
+    assert netbench_parsers.parse_interrupts(guest, ["eth0", "0000:00:03.0"]) == 2714
+    assert netbench_parsers.parse_interrupts(guest, ["ttyS0"]) > 0
 
 
 class _FakeTestbed:
@@ -311,10 +311,10 @@ def _free_port() -> int:
 
 def _session_run(tmp_path, monkeypatch, guest_rc=0):
     port = _free_port()
-    monkeypatch.setattr(netbench, "CONTROL_PORT", port)
+    monkeypatch.setattr(netbench_session, "CONTROL_PORT", port)
     tb = _FakeTestbed()
     net = {**NET, "ping": {"count": 50, "interval_s": 0.01, "warmup": 3}}
-    session = netbench.NetSession(tb, netbench.plan(net, tb.addresses, target="guest"), tmp_path / "host",
+    session = netbench_session.NetSession(tb, netbench.plan(net, tb.addresses, target="guest"), tmp_path / "host",
                                   log=lambda m: None)
     guest = _FakeGuest(session, tmp_path / "results", port, guest_rc)
     session.phase(None, netbench.READY_PHASE)
@@ -359,12 +359,12 @@ def test_a_failed_guest_benchmark_names_the_step_and_guestb(tmp_path, monkeypatc
 def test_guest_gro_is_read_back_and_a_mismatch_refused(tmp_path):
     (tmp_path / "gro.txt").write_text("requested=off\nreadback=off\n")
     (tmp_path / "offloads.txt").write_text((DATA / "ethtool-k-e1000-guest.txt").read_text())
-    gro = netbench.read_guest_gro(tmp_path)
+    gro = netbench_records.read_guest_gro(tmp_path)
     assert gro["readback"] == "off" and gro["offloads"]["generic-receive-offload"] == "off"
-    assert netbench.gro_measurement(gro) == netbench.Measurement("guest_gro", 0.0, "on=1")
+    assert netbench_records.gro_measurement(gro) == Measurement("guest_gro", 0.0, "on=1")
     (tmp_path / "gro.txt").write_text("requested=off\nreadback=on\n")
     with pytest.raises(netbench.NetBenchError, match="GRO reads 'on', not 'off'"):
-        netbench.read_guest_gro(tmp_path)
+        netbench_records.read_guest_gro(tmp_path)
 
 
 # -- figures: the numbers and the bytes ---------------------------------------------------------
@@ -381,7 +381,7 @@ def _table(vm_accel: str = "tcg") -> pd.DataFrame:
                          "guest_scheduler": "-", "host_scheduler": "-", "nic": nic, "peer": peer,
                          "repetition": rep % 3, "metric": metric, "value": float(v), "unit": unit})
 
-    ping = netbench.parse_ping((DATA / "ping-hosta-guestb.txt").read_text(), warmup=3)["rtt_ms"]
+    ping = netbench_parsers.parse_ping((DATA / "ping-hosta-guestb.txt").read_text(), warmup=3)["rtt_ms"]
     for variant, scale in (("baseline", 1.0), ("nonapi", 0.6)):
         for nic in ("rtl8139", "e1000", "virtio-net"):
             if variant == "nonapi" and nic != "e1000":
@@ -466,7 +466,7 @@ def _sent_more(record: dict, sender: str, receiver: str) -> None:
 @root_only
 def test_native_run_sends_from_hostb_to_hosta(tmp_path):
     with testbed.Testbed(log=lambda m: None) as tb:
-        results, summaries = netbench.run_native_net(testbed=tb, net=SHORT, outdir=tmp_path,
+        results, summaries = netbench_session.run_native_net(testbed=tb, net=SHORT, outdir=tmp_path,
                                                      tests=["tcp_stream", "tcp_stream_rx"], log=print)
     rec = {r["step"]: r for r in summaries}
     stream, rx = rec["netperf-tcp_stream"], rec["netperf-tcp_stream_rx"]
@@ -475,7 +475,7 @@ def test_native_run_sends_from_hostb_to_hosta(tmp_path):
     assert int(stream["REMOTE_BYTES_RECVD"]) > 0
     _sent_more(stream, "hostb", "hosta")
     _sent_more(rx, "hosta", "hostb")
-    assert netbench.direction([s for s, _ in results])["sender"] == "hostb"
+    assert netbench_records.direction([s for s, _ in results])["sender"] == "hostb"
     metrics = {m.metric for _, ms in results for m in ms}
     assert {"netperf_tcp_stream_throughput", "netperf_tcp_stream_retransmits", "netperf_tcp_stream_softnet_dropped_hosts",
             "netperf_tcp_stream_rx_throughput"} <= metrics
@@ -492,7 +492,7 @@ def guest_run(tmp_path_factory):
     build = load_build(TEST_RESULTS / "qemu" / "stock" / "build.json")
     out = tmp_path_factory.mktemp("guest-run") / "run"
     with testbed.Testbed(log=print) as tb:
-        _, session = netbench.run_vm_net(
+        _, session = netbench_session.run_vm_net(
             testbed=tb, kernel=TEST_RESULTS / "kernels" / "baseline" / "bzImage",
             initrd=TEST_RESULTS / "image" / "initramfs.cpio", append="console=ttyS0 panic=-1 nokaslr rootfstype=ramfs",
             accel="tcg", memory_mib=256, nic="e1000", mitigation=True, net=SHORT,
@@ -528,10 +528,10 @@ def test_guest_sends_to_hostas_netserver(guest_run):
 @root_only
 def test_guest_nic_gro_is_off_and_recorded(guest_run):
     out, _ = guest_run
-    gro = netbench.read_guest_gro(out / "results")
+    gro = netbench_records.read_guest_gro(out / "results")
     assert gro["requested"] == "off" and gro["readback"] == "off"
     assert gro["offloads"]["generic-receive-offload"] == "off"
-    assert netbench.gro_measurement(gro).value == 0.0
+    assert netbench_records.gro_measurement(gro).value == 0.0
     assert "GRO off" in (out / "results" / "job.log").read_text()
 
 

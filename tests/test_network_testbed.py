@@ -197,13 +197,13 @@ def net_artifacts():
 
 def _vm_run(tmp_path, nic="e1000", netperf_s=1, **kw):
     from guestio.build.qemu import load_build
-    from guestio.workloads import netbench
+    from guestio.workloads import netbench_session
 
     build = load_build(TEST_RESULTS / "qemu" / "stock" / "build.json")
     net = {**NET, "ping": {"count": 20, "interval_s": 0.01, "warmup": 2}, "netperf": {"seconds": netperf_s},
            "iperf3": {"seconds": 1}}
     with Testbed(log=print) as tb:
-        return netbench.run_vm_net(
+        return netbench_session.run_vm_net(
             testbed=tb, kernel=NET_KERNEL, initrd=TEST_RESULTS / "image" / "initramfs.cpio",
             append="console=ttyS0 panic=-1 nokaslr rootfstype=ramfs", accel="tcg", memory_mib=256, nic=nic,
             mitigation=True, net=net, outdir=tmp_path / "run", boot_timeout_s=120, job_timeout_s=300,
@@ -212,7 +212,7 @@ def _vm_run(tmp_path, nic="e1000", netperf_s=1, **kw):
 
 @pytest.mark.parametrize("nic", ["rtl8139", "e1000", "virtio-net"])
 def test_guest_on_the_testbed_measures_every_path(net_artifacts, machine_state, tmp_path, nic):
-    from guestio.workloads import netbench
+    from guestio.workloads import netbench_records
 
     result, session = _vm_run(tmp_path, nic=nic)
     assert result.ok
@@ -220,7 +220,7 @@ def test_guest_on_the_testbed_measures_every_path(net_artifacts, machine_state, 
     assert set(got) == {s.name for s in session.steps}
     assert len(got["ping-hostb-guestb"]) == 20 and all(m.value > 0 for m in got["ping-hosta-guestb"])
     assert got["netperf-tcp_stream"][0].value > 1  # Mbit/s
-    guest = netbench.read_guest_nic(tmp_path / "run" / "results")
+    guest = netbench_records.read_guest_nic(tmp_path / "run" / "results")
     assert guest["driver"] == {"rtl8139": "8139cp", "e1000": "e1000", "virtio-net": "virtio_net"}[nic]
     commands = (tmp_path / "run" / "results" / "commands.txt").read_text().split("\n")
     assert commands[0] == "phase ping-hosta-hostb" and "done" in commands

@@ -2,7 +2,7 @@
 # serve netperf for the reverse extra, run the host's benchmarks as the paper's client (the
 # sender), and mark the windows the host asks for until it says "done".
 #
-# Input: $GUESTIO_IN/params, KEY=VALUE lines written by guestio.workloads.netbench:
+# Input: $GUESTIO_IN/params, KEY=VALUE lines written by guestio.workloads.netbench_session:
 #   GUEST_IP      the guest's address (network.subnet's third host)
 #   PREFIXLEN     its prefix length
 #   CONTROL_PORT  TCP port on which the host sends one command per connection:

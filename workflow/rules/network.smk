@@ -10,7 +10,8 @@ NET_REPS = range(NET["repetitions"])
 NET_VM_DIR = f"{RUN_DIR}/net/vm/{{variant}}/{{qemu}}/{{nic}}/rep{{rep}}"
 NET_NATIVE_DIR = f"{RUN_DIR}/net/native/veth/rep{{rep}}"
 NET_CODE = [str(REPO / "workflow" / "guestio" / p) for p in
-            ("net/figures.py", "analysis/stats.py", "analysis/claims.py", "analysis/claims.yaml",
+            ("net/figures.py", "analysis/stats.py", "analysis/claims.py", "analysis/claim_model.py",
+             "analysis/claims_check.py", "analysis/placeholders.py", "analysis/claims.yaml",
              "analysis/measurements.py", "workloads/netbench.py")]
 
 for _key in ("variant", "nonapi_variant"):

@@ -17,7 +17,7 @@ from guestio.exits.backends import backend_for, run_sites, tracer_for  # noqa: E
 from guestio.net.testbed import Shape, Testbed  # noqa: E402
 from guestio.util import write_json_atomic  # noqa: E402
 from guestio.vm.jobs import accelerator_of, guest_append, qemu_of, say_to, write_provenance  # noqa: E402
-from guestio.workloads import netbench  # noqa: E402
+from guestio.workloads import netbench_records, netbench_session  # noqa: E402
 
 inp, out, w = snakemake.input, snakemake.output, snakemake.wildcards
 vm, net, cfg = dict(snakemake.params.vm), snakemake.params.network, snakemake.params.network["exits"]
@@ -28,7 +28,7 @@ with say_to(snakemake.log[0], label) as say:
     hook = tracer_for(backend, plugin=inp.get("plugin"), tracefs=snakemake.params.tracefs)
     with Testbed(subnet=net["subnet"], shape=Shape.from_config(net["link"]), log=say) as tb:
         testbed = tb.describe()
-        result, session = netbench.run_vm_net(
+        result, session = netbench_session.run_vm_net(
             testbed=tb, kernel=inp.bzimage, initrd=inp.initrd, append=guest_append(vm), accel=backend,
             memory_mib=net["ram_mib"], cpus=vm["cpus"], nic=cfg["nic"], mitigation=net["e1000_mitigation"],
             net=net, tests=cfg["tests"], outdir=outdir, boot_timeout_s=vm["boot_timeout_s"],
@@ -50,8 +50,8 @@ with say_to(snakemake.log[0], label) as say:
     summary["nic"] = cfg["nic"]
     summary["e1000_mitigation"] = net["e1000_mitigation"] if cfg["nic"] == "e1000" else None
     summary["steps"] = session.summaries
-    summary["direction"] = netbench.direction(session.steps)
-    summary["guest_gro"] = netbench.read_guest_gro(outdir / "results")
+    summary["direction"] = netbench_records.direction(session.steps)
+    summary["guest_gro"] = netbench_records.read_guest_gro(outdir / "results")
     exits.write_csv(table, Path(out.exits))
     write_json_atomic(Path(out.summary), summary)
     for name, wnd in summary["windows"].items():
@@ -60,4 +60,4 @@ with say_to(snakemake.log[0], label) as say:
 write_provenance(Path(out.provenance), repo=Path(snakemake.scriptdir).parents[1], inputs=inp,
                  job=Path(inp.job), vm=vm, run_json=outdir / "run.json",
                  extra={"network": {"config": net, "testbed": testbed, **summary["direction"],
-                                    "guest_gro": summary["guest_gro"], "host_tools": netbench.tool_versions()}})
+                                    "guest_gro": summary["guest_gro"], "host_tools": netbench_records.tool_versions()}})
