@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from guestio.analysis import claims as claims_mod
+from guestio.analysis.claim_model import Site, VerdictRule
+from guestio.analysis.claims import load_claims
 from guestio.analysis import figures, measurements
 from guestio.report import claims_table as ct
 
@@ -21,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def rule(kind, **params):
-    return claims_mod.VerdictRule(kind, tuple(params.items()))
+    return VerdictRule(kind, tuple(params.items()))
 
 
 # --- the rule, stated once (each rule's outcomes: tests/test_verdicts.py) --------------------------
@@ -35,8 +36,7 @@ def test_verdict_file_states_the_six_verdicts_and_their_precedence():
 
 
 def test_sites_include_matches_function_and_caller():
-    r = rule("sites_include", sites=(claims_mod.Site("iowrite8", "ata_sff_dev_select"),
-                                     claims_mod.Site("ioread8", None)), at_least=2)
+    r = rule("sites_include", sites=(Site("iowrite8", "ata_sff_dev_select"), Site("ioread8", None)), at_least=2)
     assert ct.judge_sites(r, [("iowrite8", "ata_sff_dev_select"), ("ioread8", "x")])[0].verdict == "reproduced"
     assert ct.judge_sites(r, [("iowrite8", "ata_sff_tf_load"), ("ioread8", "x")])[0].verdict == "not reproduced"
 
@@ -76,7 +76,7 @@ def evidence(results: Path, **kw) -> ct.Evidence:
 
 def test_every_claim_has_a_row_and_unbuilt_artifacts_are_not_measured_here(results):
     rows = ct.build(evidence(results), costs={})
-    assert [r.claim for r in rows] == list(claims_mod.load_claims())
+    assert [r.claim for r in rows] == list(load_claims())
     by_id = {r.claim: r for r in rows}
     for cid in ("fig3", "fig4", "table1", "table2", "table4", "fig5", "sec3_2_2", "fig7"):
         assert by_id[cid].verdict == "not measured here", by_id[cid]
@@ -97,7 +97,7 @@ def test_ratios_from_the_long_form_table_agree_with_the_figures(results):
     df = measurements.read_csv(results / "tables" / "disk.csv")
     summary = figures.summary_table(df, "fig1", seed=2010, n_resamples=2000)
     for q in rows["fig1"].quantities:
-        expect = summary[summary.metric == claims_mod.load_claims()["fig1"].quantity(q.quantity).metric].iloc[0]
+        expect = summary[summary.metric == load_claims()["fig1"].quantity(q.quantity).metric].iloc[0]
         assert q.value == pytest.approx(expect.ratio)
         assert q.accelerator == "tcg" and q.from_emulation
         # TCG's throughput and CPU are the emulator's timing: not testable, never "not reproduced"
@@ -169,7 +169,7 @@ def test_written_files(results, tmp_path):
     ct.write(rows, str(md), str(csv), str(q))
     table = pd.read_csv(csv)
     assert list(table.columns) == ct.CLAIM_COLUMNS
-    assert len(table) == len(claims_mod.load_claims())
+    assert len(table) == len(load_claims())
     assert set(table.verdict) <= set(ct.verdict_rules()["verdicts"])
     fig1 = table[table.claim == "fig1"].iloc[0]
     assert fig1.run_time_s == 600.0 and fig1.build_disk_bytes == 1 << 30
@@ -177,7 +177,7 @@ def test_written_files(results, tmp_path):
     assert text.startswith("# The paper's claims, as measured here")
     assert "| Fig 1 |" in text and "runs 10.0 min, 1.0 MiB; builds (shared) 30.0 min, 1.00 GiB" in text
     # one row per quantity, and per route where a quantity names its routes (Fig 5)
-    assert len(pd.read_csv(q)) == sum(max(1, len(x.routes)) for c in claims_mod.load_claims().values()
+    assert len(pd.read_csv(q)) == sum(max(1, len(x.routes)) for c in load_claims().values()
                                       for x in c.quantities)
     assert "| claim | paper says | verdict | decided by (95% CI, n) | reason | would test it |" in text
     assert fig1.verdict == "not testable here" and "needs KVM" in fig1.reason
@@ -191,7 +191,7 @@ def test_a_stage_figure_summary_is_matched_by_quantity(results):
     fig.mkdir()
     rows = [{"figure": "fig4", "claim": "fig4", "quantity": q.id, "metric": q.metric, "numerator": "", "denominator": "",
              "ratio": 0.2 + i / 10, "ci_low": 0.15 + i / 10, "ci_high": 0.25 + i / 10, "accelerator": "tcg",
-             "n_numerator": 3, "n_denominator": 3} for i, q in enumerate(claims_mod.load_claims()["fig4"].quantities)]
+             "n_numerator": 3, "n_denominator": 3} for i, q in enumerate(load_claims()["fig4"].quantities)]
     pd.DataFrame(rows).to_csv(fig / "fig4-ratios.csv", index=False)
     ev = evidence(results)
     ev.built.add("fig4")
@@ -230,7 +230,7 @@ def test_a_table_artifact_long_form_csv_gives_its_ratios(results):
 
 def test_an_exit_site_without_a_symbol_does_not_break_the_table(results):
     table = results / "tables" / "table1.csv"
-    condition = dict(claims_mod.load_claims()["table1"].quantities[0].condition)   # Table 1's run
+    condition = dict(load_claims()["table1"].quantities[0].condition)   # Table 1's run
     pd.DataFrame([
         {"accelerator": "tcg-modelled", **condition, "phase": "benchmark",
          "function": None, "caller": None, "count": 10, "count_share": 0.6, "rank": 1},

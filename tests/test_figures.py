@@ -17,9 +17,9 @@ import pytest
 import scipy.stats
 import yaml
 
-from guestio.analysis import claims as claims_mod
+from guestio.analysis.claim_model import VERDICT_RULES, VerdictRule
 from guestio.analysis import figures
-from guestio.analysis.claims import CLAIMS_FILE, ClaimsError, load_artifacts, load_claims
+from guestio.analysis.claims import CLAIMS_FILE, ClaimsError, load_artifacts, load_claims, load_paper
 from guestio.analysis.figures import FIGURE_CLAIMS, COLUMNS, FigureDataError, format_ratio, plot_comparison
 from guestio.analysis.stats import (bootstrap_mean_ci, bootstrap_ratio_ci, significance_mark, t_sf,
                            welch_significance, welch_t_test)
@@ -327,8 +327,7 @@ def test_the_papers_numbers_as_encoded():
     for q in ("write_throughput", "write_cpu"):                      # Fig 1: about half
         quantity = claims["fig1"].quantity(q)
         assert (quantity.paper.relation, quantity.paper.value) == ("~", 0.5)
-        assert quantity.verdict_rule == claims_mod.VerdictRule("ratio_ci_contains",
-                                                               (("value", 0.5), ("tolerance", 0.1)))
+        assert quantity.verdict_rule == VerdictRule("ratio_ci_contains", (("value", 0.5), ("tolerance", 0.1)))
         assert dict(quantity.numerator) == {"target": "vm", "variant": "baseline"}
         assert dict(quantity.denominator) == {"target": "native"}
     assert _rule("fig2", "read_throughput")["value"] == 1.0
@@ -369,12 +368,12 @@ def test_the_papers_numbers_as_encoded():
 
 def test_verdict_rules_use_the_documented_vocabulary():
     header = "".join(line for line in CLAIMS_FILE.read_text().splitlines(True) if line.startswith("#"))
-    for kind, (required, optional) in claims_mod.VERDICT_RULES.items():
+    for kind, (required, optional) in VERDICT_RULES.items():
         assert f"kind: {kind}" in header, kind
         for field in required + optional:
             assert f"{field}:" in header, (kind, field)
     kinds = {q.verdict_rule.kind for c in load_claims().values() for q in c.quantities}
-    assert kinds == set(claims_mod.VERDICT_RULES)
+    assert kinds == set(VERDICT_RULES)
     for claim in load_claims().values():
         for q in claim.quantities:
             assert q.is_ratio or q.condition, (claim.id, q.id)
@@ -416,7 +415,7 @@ def test_figures_take_their_claims_from_the_claims_file():
     assert math.isnan(FIGURE_CLAIMS["fig6"].panels[1].paper_value)
     for fig_id, spec in FIGURE_CLAIMS.items():
         assert spec.claim == claims[spec.claim_id].statement
-        assert spec.testbed == claims_mod.load_paper().testbed
+        assert spec.testbed == load_paper().testbed
     # The plotting code states no claim, label or paper value of its own.
     source = (REPO / "workflow" / "guestio" / "analysis" / "figures.py").read_text()
     for spec in FIGURE_CLAIMS.values():

@@ -16,7 +16,8 @@ import yaml
 
 from conftest import REPO, SNAKEMAKE
 from guestio import hostprobe
-from guestio.analysis import claims as claims_mod
+from guestio.analysis.claims import load_artifacts, load_claims
+from guestio.analysis.placeholders import resolve_placeholders
 from guestio.analysis import figures
 
 DEFAULT_CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -239,7 +240,7 @@ def test_check_records_then_stops(tmp_path):
 
 
 def test_the_artifact_groups_are_claims_yaml_artifacts():
-    known = set(claims_mod.load_artifacts())
+    known = set(load_artifacts())
     for group in (hostprobe.ALL_ARTIFACTS, hostprobe.SCHED_ARTIFACTS, hostprobe.NATIVE_DISK_ARTIFACTS,
                   hostprobe.NETWORK_ARTIFACTS, hostprobe.EXIT_ARTIFACTS):
         assert set(group) <= known, set(group) - known
@@ -255,7 +256,7 @@ def test_this_host_is_probed_in_under_two_seconds(tmp_path):
 # --- the sched claim and figure follow the host scheduler used ---------------------------------------
 
 def test_the_sched_claim_selects_and_names_the_host_scheduler_used():
-    resolved = claims_mod.resolve_placeholders(claims_mod.load_claims(), {"sched_host": ["-", "mq-deadline"]})
+    resolved = resolve_placeholders(load_claims(), {"sched_host": ["-", "mq-deadline"]})
     claim = resolved["sec3_2_2"]
     for q in claim.quantities:
         for side in (q.numerator, q.denominator, q.condition):
@@ -263,10 +264,10 @@ def test_the_sched_claim_selects_and_names_the_host_scheduler_used():
                 assert dict(side)["host_scheduler"] == "mq-deadline"
         assert "bfq)" not in q.label and ("host mq-deadline" in q.label or "host" not in q.label)
     assert "mq-deadline" in claim.note and "{sched_host}" not in claim.note
-    spec = claims_mod.resolve_placeholders(figures.FIGURE_CLAIMS["sched"], {"sched_host": "mq-deadline"})
+    spec = resolve_placeholders(figures.FIGURE_CLAIMS["sched"], {"sched_host": "mq-deadline"})
     assert "host mq-deadline" in spec.title and spec.numerator["host_scheduler"] == "mq-deadline"
     # Without a value given, the paper's CFQ successor
-    assert claims_mod.resolve_placeholders(figures.FIGURE_CLAIMS["sched"]).numerator["host_scheduler"] == "bfq"
+    assert resolve_placeholders(figures.FIGURE_CLAIMS["sched"]).numerator["host_scheduler"] == "bfq"
 
 
 def _sched_rows(host: str) -> pd.DataFrame:

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from guestio.analysis import claims as claims_mod
+from guestio.analysis.claim_model import VerdictRule
+from guestio.analysis.claims import load_claims
 from guestio.analysis import measurements
 from guestio.report import claims_table as ct
 
@@ -26,7 +27,7 @@ DATA = Path(__file__).parent / "data" / "report" / "results"
 #: A testbed where every testbed requirement holds (two hosts, a 32-bit 2.6.27 guest): the rules
 #: themselves are judged there; this pipeline's own testbed is RULES["testbed"].
 EVERYTHING = {"hosts": 2, "guest_arch": "i386", "guest_kernel": "2.6.27"}
-QUANTITIES = [(c, q) for c in claims_mod.load_claims().values() for q in c.quantities]
+QUANTITIES = [(c, q) for c in load_claims().values() for q in c.quantities]
 IDS = [f"{c.id}.{q.id}" for c, q in QUANTITIES]
 
 
@@ -41,7 +42,7 @@ def _tight(value: float, width: float) -> tuple[float, float, float]:
     return value, value - width, value + width
 
 
-def synthetic(rule: claims_mod.VerdictRule, verdict: str) -> tuple[tuple[float, float, float] | None, str]:
+def synthetic(rule: VerdictRule, verdict: str) -> tuple[tuple[float, float, float] | None, str]:
     """((value, low, high) that should give *verdict*, "") or (None, why no values can)."""
     if rule.kind == "ratio_ci_contains":
         v, t, ref = rule["value"], rule["tolerance"], rule.get("reference", 1.0)
@@ -179,7 +180,7 @@ def test_testbed_requirements_make_a_quantity_not_testable_on_this_pipeline(clai
 
 
 def test_fig6_and_fig3_share_are_not_testable_here_with_the_reason():
-    claims = claims_mod.load_claims()
+    claims = load_claims()
     fig6 = claims["fig6"].quantity("write_throughput")
     j = ct.verdict_of(fig6, 1.2, 1.1, 1.3, 10, 10, "kvm", rules=RULES)
     assert j.verdict == "not testable here"
@@ -190,24 +191,24 @@ def test_fig6_and_fig3_share_are_not_testable_here_with_the_reason():
 
 
 def test_a_direction_claim_is_reproduced_only_when_its_ci_excludes_the_reference():
-    rule = claims_mod.VerdictRule("direction", (("expect", ">"), ("reference", 1.0)))
+    rule = VerdictRule("direction", (("expect", ">"), ("reference", 1.0)))
     assert ct.judge(rule, 1.05, 0.99, 1.11) == "inconclusive"     # the point is above 1, the CI is not
     assert ct.judge(rule, 1.05, 1.01, 1.11) == "reproduced"
     assert ct.judge(rule, 0.9, 0.85, 0.95) == "contradicted"
     # §3.2.2: +6.01% -- a CI that reaches 1 is no effect shown, however close the point is
-    sched = claims_mod.load_claims()["sec3_2_2"].quantity("write_throughput").verdict_rule
+    sched = load_claims()["sec3_2_2"].quantity("write_throughput").verdict_rule
     assert ct.judge(sched, 1.06, 0.98, 1.14) == "inconclusive"
     assert ct.judge(sched, 1.06, 1.02, 1.10) == "reproduced"
     assert ct.judge(sched, 1.2, 1.15, 1.25) == "not reproduced"   # an effect, but not the paper's size
     # Fig 7: a real +30% under the link cap is not "contradicted" (it was, against 1.6)
-    fig7 = claims_mod.load_claims()["fig7"].quantity("throughput").verdict_rule
+    fig7 = load_claims()["fig7"].quantity("throughput").verdict_rule
     assert ct.judge(fig7, 1.3, 1.25, 1.35) == "reproduced"
     assert ct.judge(fig7, 1.15, 1.1, 1.2) == "not reproduced"
     assert ct.judge(fig7, 0.9, 0.85, 0.95) == "contradicted"
 
 
 def test_no_interval_is_inconclusive():
-    rule = claims_mod.VerdictRule("ratio_ci_contains", (("value", 0.5), ("tolerance", 0.1)))
+    rule = VerdictRule("ratio_ci_contains", (("value", 0.5), ("tolerance", 0.1)))
     assert ct.judge_numbers(rule, 0.5, math.nan, math.nan).verdict == "inconclusive"
 
 
@@ -310,7 +311,7 @@ def test_every_quantity_that_no_run_records_says_why():
 
 
 def test_sites_that_cannot_exist_on_this_guest_are_left_out_with_their_reason():
-    claims = claims_mod.load_claims()
+    claims = load_claims()
     t3 = claims["table3"].quantity("hot_sites")
     unmet = ct.unmet_requirements({r for s in t3.verdict_rule["sites"] for r in s.requires}, "tcg-modelled",
                                   RULES["testbed"], RULES)

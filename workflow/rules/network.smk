@@ -12,7 +12,8 @@ NET_NATIVE_DIR = f"{RUN_DIR}/net/native/veth/rep{{rep}}"
 NET_CODE = [str(REPO / "workflow" / "guestio" / p) for p in
             ("net/figures.py", "analysis/stats.py", "analysis/claims.py", "analysis/claim_model.py",
              "analysis/claims_check.py", "analysis/placeholders.py", "analysis/claims.yaml",
-             "analysis/measurements.py", "workloads/netbench.py")]
+             "analysis/measurements.py", "workloads/netbench.py", "workloads/netbench_parsers.py",
+             "workloads/netbench_counters.py", "workloads/netbench_session.py", "workloads/netbench_records.py")]
 
 for _key in ("variant", "nonapi_variant"):
     if NET[_key] not in config["variants"]:

@@ -38,8 +38,9 @@ import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from guestio.analysis.claims import (ClaimsError, FigureClaim, Panel, figure_claims, resolve_placeholders,
-                                     selector_alternatives)
+from guestio.analysis.claim_model import FigureClaim, Panel, selector_alternatives
+from guestio.analysis.claims import ClaimsError, figure_claims
+from guestio.analysis.placeholders import resolve_placeholders
 from guestio.analysis.measurements import COLUMNS as _MEASUREMENT_COLUMNS
 from guestio.analysis.measurements import DEFAULT_COLUMNS, NOT_APPLICABLE
 from guestio.util import atomic_path

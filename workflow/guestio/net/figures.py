@@ -32,7 +32,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from guestio.analysis import figures as base
-from guestio.analysis.claims import Quantity, load_artifacts, load_claims, selector_alternatives
+from guestio.analysis.claim_model import Quantity, selector_alternatives
+from guestio.analysis.claims import load_artifacts, load_claims
 from guestio.analysis.measurements import DEFAULT_COLUMNS, NOT_APPLICABLE
 from guestio.analysis.stats import (DEFAULT_N_RESAMPLES, bootstrap_mean_ci, bootstrap_ratio_ci, bootstrap_sum_ratio_ci,
                                     welch_significance)

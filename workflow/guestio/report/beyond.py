@@ -20,7 +20,9 @@ from typing import Any, Iterator, Mapping
 import pandas as pd
 import yaml
 
-from guestio.analysis import claims as claims_mod
+from guestio.analysis.claim_model import Claim, Quantity, selector_alternatives
+from guestio.analysis.claims import load_claims
+from guestio.analysis.placeholders import resolve_placeholders
 from guestio.analysis.stats import bootstrap_mean_ci
 from guestio.report import claims_table as ct
 from guestio.report.claims_table import Evidence, ratios_by
@@ -42,11 +44,11 @@ COLUMNS = ["modification", "name", "role", "claim", "quantity", "route", "label"
            "measured", "verdict", "reason", "would_measure", "accelerator", "from_emulation", "reading"]
 
 
-def load_spec(path: str | Path = BEYOND_FILE, claims: Mapping[str, claims_mod.Claim] | None = None) -> dict:
+def load_spec(path: str | Path = BEYOND_FILE, claims: Mapping[str, Claim] | None = None) -> dict:
     """beyond.yaml, checked against claims.yaml: every quantity exists, mechanism quantities have
     role mechanism and effect quantities do not, and a modification has a mechanism or says why not."""
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    claims = claims_mod.load_claims() if claims is None else claims
+    claims = load_claims() if claims is None else claims
     problems = []
     for mid, m in data["modifications"].items():
         if bool(m.get("mechanism")) == bool(m.get("no_mechanism")):
@@ -68,7 +70,7 @@ def load_spec(path: str | Path = BEYOND_FILE, claims: Mapping[str, claims_mod.Cl
 
 # --- the numbers: the claims table's ratios, per device -----------------------------------------------
 
-def _frames(claim: claims_mod.Claim, ev: Evidence, long_form: pd.DataFrame) -> Iterator[tuple[pd.DataFrame, Any]]:
+def _frames(claim: Claim, ev: Evidence, long_form: pd.DataFrame) -> Iterator[tuple[pd.DataFrame, Any]]:
     """Where a quantity's rows may be, as the claims table looks: the long-form tables (with the
     default condition), then the claim's own exit tables (their own columns, no defaults)."""
     yield long_form, None
@@ -85,12 +87,12 @@ def _ratios(q, claim, ev, long_form, column) -> tuple[list[dict], pd.DataFrame |
     return [], None, None
 
 
-def side_means(q: claims_mod.Quantity, df: pd.DataFrame, ev: Evidence, r: Mapping, column: str,
+def side_means(q: Quantity, df: pd.DataFrame, ev: Evidence, r: Mapping, column: str,
                defaults: Mapping | None) -> dict:
     """The per-run mean of each side behind ratios_by's row *r* (the same selection: its numerator
     alternative, accelerator and device), with its seeded bootstrap CI, and the unit."""
     defaults = ev.defaults if defaults is None else defaults
-    q = claims_mod.resolve_placeholders(q, ev.defaults)
+    q = resolve_placeholders(q, ev.defaults)
     df = df.assign(**{c: "-" for c in ("accelerator", column, "repetition", "unit") if c not in df.columns})
     rows = df[df["metric"] == q.metric]
     if q.experiment and "experiment" in rows.columns:
@@ -102,8 +104,8 @@ def side_means(q: claims_mod.Quantity, df: pd.DataFrame, ev: Evidence, r: Mappin
         m = rows[ct._match(rows, sel, kept)]
         return m[(m["accelerator"].astype(str) == r["accelerator"]) & (m[column].astype(str) == r["device"])]
 
-    after = side([claims_mod.selector_alternatives(q.numerator)[r["alternative"]]])
-    before = side(claims_mod.selector_alternatives(q.denominator))
+    after = side([selector_alternatives(q.numerator)[r["alternative"]]])
+    before = side(selector_alternatives(q.denominator))
     out = {}
     for name, part in (("after", after), ("before", before)):
         values = ct._values(part)
@@ -130,7 +132,7 @@ def change_of(low: float, high: float) -> str:
 def _judge(q, r, ev, rules, testbed, builds) -> ct.Judgement:
     """The claims table's verdict of one measured ratio (requirements, A/A, runs, rule)."""
     kernels, qemus = builds
-    dens = claims_mod.selector_alternatives(claims_mod.resolve_placeholders(q.denominator, ev.defaults))
+    dens = selector_alternatives(resolve_placeholders(q.denominator, ev.defaults))
     aa = "the same rows of the table" if r["same_rows"] else ct.aa_comparison(
         r["numerator"], dens, ev.defaults, kernels, qemus)
     return ct.verdict_of(q, r["ratio"], r["low"], r["high"], r["n_numerator"], r["n_denominator"], r["accelerator"],
@@ -140,7 +142,7 @@ def _judge(q, r, ev, rules, testbed, builds) -> ct.Judgement:
 # --- the rows ---------------------------------------------------------------------------------------
 
 class _Builder:
-    def __init__(self, ev: Evidence, spec: dict, claims: Mapping[str, claims_mod.Claim]):
+    def __init__(self, ev: Evidence, spec: dict, claims: Mapping[str, Claim]):
         self.ev, self.spec, self.claims = ev, spec, claims
         self.long_form = ct._Tables(ev.tables).frame()
         self.rules = ct.verdict_rules()
@@ -177,7 +179,7 @@ class _Builder:
         self.records.append({"modification": mid, "name": m["name"], "role": role, **rec})
 
     def quantity_rows(self, mid: str, m: Mapping, role: str, item: Mapping) -> None:
-        claim = claims_mod.resolve_placeholders(self.claims[item["claim"]], self.ev.defaults)
+        claim = resolve_placeholders(self.claims[item["claim"]], self.ev.defaults)
         q = claim.quantity(item["quantity"])
         column = "_no_device" if item["device"] == "none" else item["device"]
         found, df, defaults = ([], None, None) if q.not_measured else _ratios(q, claim, self.ev, self.long_form, column)
@@ -250,7 +252,7 @@ class _Builder:
 
 
 def build(ev: Evidence, path: Path = BEYOND_FILE) -> pd.DataFrame:
-    claims = claims_mod.load_claims(ev.claims_file)
+    claims = load_claims(ev.claims_file)
     return _Builder(ev, load_spec(path, claims), claims).build()
 
 

@@ -17,7 +17,9 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from guestio.analysis import claims as claims_mod
+from guestio.analysis.claim_model import Claim
+from guestio.analysis.claims import load_artifacts, load_claims
+from guestio.analysis.placeholders import resolve_placeholders
 
 
 def _esc(text: Any) -> str:
@@ -92,8 +94,8 @@ class ReportFacts:
         return "ReportFacts()"
 
     # --- pieces ---------------------------------------------------------------------------------
-    def _claim_of(self, artifact: str) -> claims_mod.Claim | None:
-        for c in claims_mod.load_claims(self.claims_file).values():
+    def _claim_of(self, artifact: str) -> Claim | None:
+        for c in load_claims(self.claims_file).values():
             if artifact in c.artifact_ids:
                 return c
         return None
@@ -116,7 +118,7 @@ class ReportFacts:
                 if any(not Path(f).exists() for f in files)]
 
     def not_built(self) -> list[str]:
-        arts = claims_mod.load_artifacts(self.claims_file)
+        arts = load_artifacts(self.claims_file)
         return [f"{a.paper_id} ({aid})" for aid, a in arts.items() if aid not in self.expected]
 
     def missing_rst(self) -> str:
@@ -165,8 +167,8 @@ class ReportFacts:
     def _heading(self, artifact: str, title) -> list[str]:
         """The artifact's name and title (title(artifact) of its claims.yaml entry), the paper's
         claim and the verdict here, as the first lines of its caption."""
-        art = claims_mod.load_artifacts(self.claims_file).get(artifact)
-        heading = claims_mod.resolve_placeholders(title(art), self.placeholders) if art else ""
+        art = load_artifacts(self.claims_file).get(artifact)
+        heading = resolve_placeholders(title(art), self.placeholders) if art else ""
         out = [f"**{_esc(art.paper_id if art else artifact)}: {_esc(heading)}**", ""]
         claim = self._claim_of(artifact)
         if claim:

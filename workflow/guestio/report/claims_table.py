@@ -31,7 +31,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from guestio.analysis import claims as claims_mod
+from guestio.analysis.claim_model import Claim, Quantity, VerdictRule, selector_alternatives
+from guestio.analysis.claims import load_artifacts, load_claims
+from guestio.analysis.placeholders import resolve_placeholders
 from guestio.analysis import measurements
 from guestio.analysis.stats import bootstrap_ratio_ci, bootstrap_sum_ratio_ci
 from guestio.report.cost import Cost, closure_cost, load_records
@@ -116,7 +118,7 @@ def _directional(side: str, reference: float, value: float, low: float, high: fl
                      + (f" and {_g(value)} is {target_text}" if target is not None else ""))
 
 
-def judge_numbers(rule: claims_mod.VerdictRule, value: float, low: float, high: float) -> Judgement:
+def judge_numbers(rule: VerdictRule, value: float, low: float, high: float) -> Judgement:
     """Step 8 of verdicts.yaml: a numeric verdict rule on a point estimate and its CI."""
     if rule.kind not in ("ratio_ci_contains", "direction"):
         raise ValueError(f"judge_numbers: rule {rule.kind!r} does not judge a number")
@@ -155,12 +157,12 @@ def judge_numbers(rule: claims_mod.VerdictRule, value: float, low: float, high: 
     return _directional(expect, ref, value, low, high, target, f"{word} (the paper: {expect} {_g(v)})")
 
 
-def judge(rule: claims_mod.VerdictRule, value: float, low: float, high: float) -> str:
+def judge(rule: VerdictRule, value: float, low: float, high: float) -> str:
     """The verdict a numeric rule gives on its own (no requirements, no run count): see judge_numbers."""
     return judge_numbers(rule, value, low, high).verdict
 
 
-def countable_sites(rule: claims_mod.VerdictRule, unmet: Iterable[str]) -> tuple[list, list]:
+def countable_sites(rule: VerdictRule, unmet: Iterable[str]) -> tuple[list, list]:
     """(sites that can exist in this run, (site, reason) of those that cannot)."""
     unmet = set(unmet)
     can, cannot = [], []
@@ -173,7 +175,7 @@ def _site_name(site) -> str:
     return f"{site.function}<-{site.caller}" if site.caller else site.function
 
 
-def judge_sites(rule: claims_mod.VerdictRule, hottest: Sequence[tuple[str, str | None]],
+def judge_sites(rule: VerdictRule, hottest: Sequence[tuple[str, str | None]],
                 unmet: Iterable[str] = ()) -> tuple[Judgement, int]:
     """A sites_include rule over the hottest sites: (judgement, listed sites found).  Listed sites
     whose requirements are in *unmet* cannot exist in the run: left out of the count, named."""
@@ -228,7 +230,7 @@ def unmet_requirements(names: Iterable[str], accelerator: str, testbed: Mapping[
     return [n for n, _ in testbed_unmet(names, testbed, rules) + accelerator_unmet(names, accelerator, rules)]
 
 
-def verdict_of(q: claims_mod.Quantity, value: float, low: float, high: float, n_numerator: int,
+def verdict_of(q: Quantity, value: float, low: float, high: float, n_numerator: int,
                n_denominator: int, accelerator: str, *, rules: dict | None = None,
                testbed: Mapping[str, Any] | None = None, aa: str | None = None) -> Judgement:
     """A measured ratio quantity's verdict, steps 3 and 5-8 of verdicts.yaml (requirements of the
@@ -364,7 +366,7 @@ def _fmt(v: float, low: float, high: float) -> str:
 
 def _selector_list(side) -> list[dict[str, str]]:
     """A selector as a list of mappings (any of them), as the figures read it."""
-    return [] if side is None else claims_mod.selector_alternatives(side)
+    return [] if side is None else selector_alternatives(side)
 
 
 def _match(df: pd.DataFrame, sides: list[dict[str, str]], defaults: Mapping[str, Sequence[str]]) -> pd.Series:
@@ -416,7 +418,7 @@ def _values(rows: pd.DataFrame) -> np.ndarray:
     return v[~np.isnan(v)]
 
 
-def ratios_by(q: claims_mod.Quantity, df: pd.DataFrame, ev: Evidence, device: str = "disk",
+def ratios_by(q: Quantity, df: pd.DataFrame, ev: Evidence, device: str = "disk",
               free: Sequence[str] = (), defaults: Mapping[str, Sequence[str]] | None = None) -> list[dict]:
     """The quantity's ratio for each numerator alternative, accelerator and value of ``device``
     (a column: "disk", "nic") the numerator was run with; the denominator of the same accelerator
@@ -432,7 +434,7 @@ def ratios_by(q: claims_mod.Quantity, df: pd.DataFrame, ev: Evidence, device: st
     if q.experiment and "experiment" in rows.columns:
         rows = rows[rows["experiment"] == q.experiment]
     defaults = ev.defaults if defaults is None else defaults
-    q = claims_mod.resolve_placeholders(q, ev.defaults)
+    q = resolve_placeholders(q, ev.defaults)
     kept = {k: v for k, v in defaults.items() if k not in free}
     den_alts = [{k: v for k, v in a.items() if k not in free} for a in _selector_list(q.denominator)]
     den_parts = ([rows[_match(rows, [a], kept)] for a in den_alts] if q.combine == "sum"
@@ -466,7 +468,7 @@ def ratios_by(q: claims_mod.Quantity, df: pd.DataFrame, ev: Evidence, device: st
     return out
 
 
-def _row_from_ratio(q: claims_mod.Quantity, r: Mapping, others: Sequence[Mapping] = ()) -> QuantityRow:
+def _row_from_ratio(q: Quantity, r: Mapping, others: Sequence[Mapping] = ()) -> QuantityRow:
     row = QuantityRow("", "", q.id, q.label, q.paper.text, r["ratio"], r["low"], r["high"],
                       _fmt(r["ratio"], r["low"], r["high"]), accelerator=r["accelerator"],
                       source=", ".join(r["sources"]), n_numerator=r["n_numerator"], n_denominator=r["n_denominator"])
@@ -480,7 +482,7 @@ def _row_from_ratio(q: claims_mod.Quantity, r: Mapping, others: Sequence[Mapping
     return row
 
 
-def _ratio_from_tables(q: claims_mod.Quantity, tables: _Tables, ev: Evidence, alternative: int | None = None,
+def _ratio_from_tables(q: Quantity, tables: _Tables, ev: Evidence, alternative: int | None = None,
                        defaults: Mapping[str, Sequence[str]] | None = None) -> tuple[QuantityRow, Mapping] | None:
     """The judged ratio (the quantity's first numerator alternative, or *alternative*, on the first
     device in order: the paper's, ide before virtio) and the row showing it with the others."""
@@ -492,7 +494,7 @@ def _ratio_from_tables(q: claims_mod.Quantity, tables: _Tables, ev: Evidence, al
     return _row_from_ratio(q, out[0], out[1:]), out[0]
 
 
-def _ratio_from_summary(q: claims_mod.Quantity, path: str, claim: str | None = None) -> QuantityRow | None:
+def _ratio_from_summary(q: Quantity, path: str, claim: str | None = None) -> QuantityRow | None:
     """The quantity's row of a figure's ratio summary: by quantity id where the summary names
     quantities (several may share a metric), else by metric."""
     if not Path(path).is_file():
@@ -516,7 +518,7 @@ def _ratio_from_summary(q: claims_mod.Quantity, path: str, claim: str | None = N
     return row
 
 
-def _exit_rows(q: claims_mod.Quantity, path: str) -> pd.DataFrame | None:
+def _exit_rows(q: Quantity, path: str) -> pd.DataFrame | None:
     if not Path(path).is_file():
         return None
     df = pd.read_csv(path, dtype=str)
@@ -524,7 +526,7 @@ def _exit_rows(q: claims_mod.Quantity, path: str) -> pd.DataFrame | None:
     return sel if not sel.empty else None
 
 
-def _sites(q: claims_mod.Quantity, path: str, testbed: Mapping[str, Any], rules: dict) -> QuantityRow | None:
+def _sites(q: Quantity, path: str, testbed: Mapping[str, Any], rules: dict) -> QuantityRow | None:
     rows = _exit_rows(q, path)
     if rows is None:
         return None
@@ -551,7 +553,7 @@ def _sites(q: claims_mod.Quantity, path: str, testbed: Mapping[str, Any], rules:
     return row
 
 
-def _share(q: claims_mod.Quantity, path: str) -> QuantityRow | None:
+def _share(q: Quantity, path: str) -> QuantityRow | None:
     rows = _exit_rows(q, path)
     if rows is None or "count_share" not in rows.columns:
         return None
@@ -646,7 +648,7 @@ def aa_comparison(numerator: Mapping[str, str], denominators: Sequence[Mapping[s
 
 # --- judging one quantity ----------------------------------------------------------------------------
 
-def _finish(row: QuantityRow, claim: claims_mod.Claim, q: claims_mod.Quantity, rules: dict) -> QuantityRow:
+def _finish(row: QuantityRow, claim: Claim, q: Quantity, rules: dict) -> QuantityRow:
     row.claim, row.paper_id, row.role = claim.id, claim.paper_id, q.role
     row.from_emulation = bool(accelerators_of(row.accelerator) & set(rules["emulation"]))
     return row
@@ -657,10 +659,10 @@ def _not_measured(row: QuantityRow, reason: str, run: str) -> QuantityRow:
     return row
 
 
-def _judge_ratio(row: QuantityRow, q: claims_mod.Quantity, ev: Evidence, rules: dict, testbed: Mapping,
+def _judge_ratio(row: QuantityRow, q: Quantity, ev: Evidence, rules: dict, testbed: Mapping,
                  numerator: Mapping[str, str] | None, same_rows: bool) -> QuantityRow:
     kernels, qemus = build_hashes(ev)
-    dens = claims_mod.selector_alternatives(claims_mod.resolve_placeholders(q.denominator, ev.defaults))
+    dens = selector_alternatives(resolve_placeholders(q.denominator, ev.defaults))
     aa = "the same rows of the table" if same_rows else (
         aa_comparison(numerator, dens, ev.defaults, kernels, qemus) if numerator is not None else None)
     j = verdict_of(q, row.value, row.low, row.high, row.n_numerator, row.n_denominator, row.accelerator,
@@ -669,7 +671,7 @@ def _judge_ratio(row: QuantityRow, q: claims_mod.Quantity, ev: Evidence, rules: 
     return row
 
 
-def judge_quantity(claim: claims_mod.Claim, q: claims_mod.Quantity, ev: Evidence, tables: _Tables,
+def judge_quantity(claim: Claim, q: Quantity, ev: Evidence, tables: _Tables,
                    rules: dict, testbed: Mapping[str, Any] | None = None) -> list[QuantityRow]:
     """The quantity's rows (one per route where it names routes), judged as verdicts.yaml says."""
     testbed = testbed_of(ev, rules) if testbed is None else testbed
@@ -739,7 +741,7 @@ def _measure(claim, q, ev, tables, rules, testbed, alternative, blank):
         return None, None, False
     if not q.is_ratio:
         return None, None, False
-    alternatives = claims_mod.selector_alternatives(claims_mod.resolve_placeholders(q.numerator, ev.defaults))
+    alternatives = selector_alternatives(resolve_placeholders(q.numerator, ev.defaults))
     numerator = alternatives[alternative or 0] if len(alternatives) == 1 or alternative is not None else None
     if alternative is None:   # a figure's summary (drawn by the figure or a stage's own rule)
         for fig in [q.figure, *claim.artifact_ids]:
@@ -803,7 +805,7 @@ def setting_text(claim_id: str, sources: Sequence[str], ev: Evidence) -> str:
     return " ".join(parts)
 
 
-def command_for(claim: claims_mod.Claim, ev: Evidence) -> str:
+def command_for(claim: Claim, ev: Evidence) -> str:
     targets = [t for a in claim.artifact_ids if a in ev.built for t in ev.targets.get(a, [])]
     if not targets:
         if any(a in ev.left_out for a in claim.artifact_ids):
@@ -816,7 +818,7 @@ def command_for(claim: claims_mod.Claim, ev: Evidence) -> str:
 
 # --- the table -------------------------------------------------------------------------------------
 
-def _claim_files(claim: claims_mod.Claim, ev: Evidence) -> list[str]:
+def _claim_files(claim: Claim, ev: Evidence) -> list[str]:
     files = [t for a in claim.artifact_ids if a in ev.built for t in ev.targets.get(a, [])]
     files += [ev.ratios[a] for a in claim.artifact_ids if a in ev.ratios]
     files += [ev.exit_tables[a] for a in claim.artifact_ids if a in ev.exit_tables]
@@ -828,7 +830,7 @@ def compute_costs(ev: Evidence) -> dict[str, dict]:
     A claim computed from a measurement table (no figure of its own) is charged that table."""
     records = load_records(ev.workdir)
     out = {}
-    for claim in claims_mod.load_claims(ev.claims_file).values():
+    for claim in load_claims(ev.claims_file).values():
         files = _claim_files(claim, ev)
         if files and not any(a in ev.ratios for a in claim.artifact_ids):
             files += ev.tables
@@ -859,7 +861,7 @@ def build(ev: Evidence, costs: Mapping[str, Mapping] | None = None) -> list[Clai
     """The claims table's rows; ``costs`` as compute_costs() gives (computed here when None)."""
     rules = verdict_rules()
     # "{sched_host}": the host scheduler that stood in for the paper's CFQ here (CONDITION_DEFAULTS)
-    claims = claims_mod.resolve_placeholders(claims_mod.load_claims(ev.claims_file), ev.defaults)
+    claims = resolve_placeholders(load_claims(ev.claims_file), ev.defaults)
     tables = _Tables(ev.tables)
     testbed = testbed_of(ev, rules)
     costs = compute_costs(ev) if costs is None else costs
@@ -996,7 +998,7 @@ def evidence_for_results(results: str, **kw) -> Evidence:
     For a look at a recorded run: ``python -m guestio.report.claims_table RESULTS``."""
     res = Path(results)
     ev = Evidence(results=results, **kw)
-    artifacts = claims_mod.load_artifacts(ev.claims_file)
+    artifacts = load_artifacts(ev.claims_file)
     for aid, art in artifacts.items():
         ratios = res / "figures" / f"{aid}-ratios.csv"
         table = res / "tables" / f"{aid}.csv"
