@@ -16,6 +16,7 @@ import pytest
 
 from guestio.analysis import measurements
 from guestio.report import compare as cmp
+from guestio.report import compare_output, compare_rows, compare_runs, compare_stats
 from guestio.util import write_json_atomic
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,16 +70,16 @@ def make_run(root: Path, *, seed: int, accelerator: str = "tcg", scale: dict | N
         write_json_atomic(root / "kernels" / "baseline" / "build.json", prov["kernels"]["baseline"])
         write_json_atomic(root / "qemu" / "stock" / "build.json", prov["qemu"])
     if claims is not None:
-        claims.to_csv(root / cmp.CLAIMS_QUANTITIES, index=False)
+        claims.to_csv(root / compare_runs.CLAIMS_QUANTITIES, index=False)
     return root
 
 
 def run_compare(a: Path, b: Path, **opts) -> cmp.Comparison:
     with contextlib.ExitStack() as scratch:
-        return cmp.compare(cmp.locate(a, scratch), cmp.locate(b, scratch), cmp.Options(n_resamples=2000, **opts))
+        return cmp.compare(compare_runs.locate(a, scratch), compare_runs.locate(b, scratch), compare_stats.Options(n_resamples=2000, **opts))
 
 
-def _row(c: cmp.Comparison, target: str, metric: str) -> cmp.Row:
+def _row(c: cmp.Comparison, target: str, metric: str) -> compare_rows.Row:
     [row] = [r for r in c.measurements if r.condition["target"] == target and r.quantity == metric]
     return row
 
@@ -91,7 +92,7 @@ def test_noise_only_marks_nothing(tmp_path):
     assert all(r.n_a == r.n_b == str(REPS) for r in c.measurements)
     assert [r for r in c.measurements if r.mark] == []
     assert all(0.95 < r.ratio < 1.05 for r in c.measurements)
-    gm, n = cmp.geometric_mean_ratio(c.measurements)
+    gm, n = compare_rows.geometric_mean_ratio(c.measurements)
     assert n == 6 and abs(gm - 1) < 0.02
     assert c.provenance.rows == [] and c.provenance.missing == []
 
@@ -105,7 +106,7 @@ def test_thirty_percent_more_throughput_is_marked_higher(tmp_path):
     assert row.p < 1e-6 and 1.25 < row.ratio < 1.35
     assert row.a[1] < row.a[0] < row.a[2] < row.b[1] < row.b[0] < row.b[2]   # CIs apart, B above
     assert [r for r in c.measurements if r.mark] == [row]
-    md = cmp.markdown(c)
+    md = compare_output.markdown(c)
     assert "1 of 6 rows marked significant (1 higher in B, 0 lower)" in md
     line = next(x for x in md.splitlines() if "vm baseline" in x and "block_read_throughput" in x)
     assert line.rstrip().endswith("| * |  |") and f"({row.change_pct:+.1f}%)" in line and row.change_pct > 20
@@ -129,7 +130,7 @@ def test_robust_uses_median_and_mann_whitney(tmp_path):
     values = pd.read_csv(a / "tables" / "disk.csv")
     vm = values[(values.target == "vm") & (values.metric == "block_read_throughput")].value
     assert row.a[0] == pytest.approx(float(np.median(vm)))
-    assert "median" in cmp.markdown(c)
+    assert "median" in compare_output.markdown(c)
 
 
 def test_one_value_each_side_is_not_tested(tmp_path):
@@ -159,7 +160,7 @@ def test_provenance_diff_names_the_differing_keys(tmp_path):
     # kvm against tcg: the same conditions are compared, each side's accelerator shown.
     vm = [r for r in c.measurements if r.condition["target"] == "vm"]
     assert len(vm) == len(METRICS) and all((r.accelerator_a, r.accelerator_b) == ("kvm", "tcg") for r in vm)
-    md = cmp.markdown(c)
+    md = compare_output.markdown(c)
     assert "| accelerator | accelerator | kvm | tcg |" in md
     assert "kvm / tcg" in md
 
@@ -172,7 +173,7 @@ def test_missing_provenance_is_said_not_fatal(tmp_path):
     c = run_compare(a, b)
     assert ("kernel", "B") in c.provenance.missing and ("accelerator", "B") in c.provenance.missing
     assert len(c.measurements) == 6 and c.skipped["B"] == ["table3.csv"]
-    md = cmp.markdown(c)
+    md = compare_output.markdown(c)
     assert "| kernel builds | (whole section) | recorded | (not recorded) |" in md
     assert "not compared: table3.csv" in md
 
@@ -208,12 +209,12 @@ def test_claims_columns_read_by_name(tmp_path):
     assert len(c.claims) == len(claims)
     assert all(np.isnan(r.p) and r.mark == "" for r in c.claims if r.condition["quantity"] != "top_sites")
     assert all(r.verdict_b == "" for r in c.claims)
-    cmp.markdown(c)
+    compare_output.markdown(c)
 
 
 def _bundle(run: Path, into: Path) -> Path:
     """The layout of an unpacked bundle (guestio.report.bundle) around a results dir."""
-    root = into / cmp.BUNDLE_ROOT
+    root = into / compare_runs.BUNDLE_ROOT
     import shutil
     shutil.copytree(run, root / "files" / "results")
     (root / "config").mkdir()
@@ -225,13 +226,13 @@ def _bundle(run: Path, into: Path) -> Path:
 def test_bundle_and_archive_read_as_the_results_dir(tmp_path):
     a = make_run(tmp_path / "a", seed=SEED_A, claims=pd.read_csv(CLAIMS))
     b = make_run(tmp_path / "b", seed=SEED_B, scale={("vm", "block_read_throughput"): 1.3})
-    direct = cmp.frame(run_compare(a, b)).to_csv(index=False)
+    direct = compare_output.frame(run_compare(a, b)).to_csv(index=False)
     unpacked = _bundle(b, tmp_path / "unpacked")
-    assert cmp.frame(run_compare(a, unpacked.parent)).to_csv(index=False) == direct
+    assert compare_output.frame(run_compare(a, unpacked.parent)).to_csv(index=False) == direct
     archive = tmp_path / "guestio-bundle.tar.gz"
     with tarfile.open(archive, "w:gz") as t:
-        t.add(unpacked, arcname=cmp.BUNDLE_ROOT)
-    assert cmp.frame(run_compare(a, archive)).to_csv(index=False) == direct
+        t.add(unpacked, arcname=compare_runs.BUNDLE_ROOT)
+    assert compare_output.frame(run_compare(a, archive)).to_csv(index=False) == direct
 
 
 def test_outputs_are_written_and_byte_identical_on_rerun(tmp_path):
@@ -240,10 +241,10 @@ def test_outputs_are_written_and_byte_identical_on_rerun(tmp_path):
     args = [str(a), str(b), "--resamples", "2000"]
     assert cmp.main([*args, "--out", str(tmp_path / "one")]) == 0
     assert cmp.main([*args, "--out", str(tmp_path / "two")]) == 0
-    for name in cmp.OUTPUTS.values():
+    for name in compare_output.OUTPUTS.values():
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
     table = pd.read_csv(tmp_path / "one" / "compare.csv", keep_default_na=False)
-    assert list(table.columns) == cmp.CSV_COLUMNS
+    assert list(table.columns) == compare_output.CSV_COLUMNS
     assert table["mark"].tolist().count("*") == 1
     page = (tmp_path / "one" / "compare.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and page.count('<tr class="sig">') == 1
