@@ -14,7 +14,8 @@ import yaml
 
 from guestio.analysis import measurements
 from guestio.report import beyond
-from guestio.report.claims_table import NOT_MEASURED, NOT_TESTABLE, Evidence
+from guestio.report.evidence import Evidence
+from guestio.report.verdicts import NOT_MEASURED, NOT_TESTABLE
 
 DATA = Path(__file__).parent / "data" / "report" / "results" / "tables" / "disk.csv"
 DEFAULTS = {"qemu": ["-", "stock"], "guest_scheduler": ["-", "mq-deadline"], "host_scheduler": ["-", "file"]}

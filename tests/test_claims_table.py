@@ -16,6 +16,8 @@ from guestio.analysis.claim_model import Site, VerdictRule
 from guestio.analysis.claims import load_claims
 from guestio.analysis import figures, measurements
 from guestio.report import claims_table as ct
+from guestio.report.evidence import Evidence
+from guestio.report.verdicts import claim_verdict, judge_sites, verdict_rules
 
 DATA = Path(__file__).parent / "data" / "report" / "results"
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +30,7 @@ def rule(kind, **params):
 # --- the rule, stated once (each rule's outcomes: tests/test_verdicts.py) --------------------------
 
 def test_verdict_file_states_the_six_verdicts_and_their_precedence():
-    rules = ct.verdict_rules()
+    rules = verdict_rules()
     assert rules["verdicts"] == ["reproduced", "inconclusive", "not reproduced", "contradicted",
                                  "not testable here", "not measured here"]
     assert rules["precedence"][0] == "contradicted" and rules["precedence"][-1] == "reproduced"
@@ -37,8 +39,8 @@ def test_verdict_file_states_the_six_verdicts_and_their_precedence():
 
 def test_sites_include_matches_function_and_caller():
     r = rule("sites_include", sites=(Site("iowrite8", "ata_sff_dev_select"), Site("ioread8", None)), at_least=2)
-    assert ct.judge_sites(r, [("iowrite8", "ata_sff_dev_select"), ("ioread8", "x")])[0].verdict == "reproduced"
-    assert ct.judge_sites(r, [("iowrite8", "ata_sff_tf_load"), ("ioread8", "x")])[0].verdict == "not reproduced"
+    assert judge_sites(r, [("iowrite8", "ata_sff_dev_select"), ("ioread8", "x")])[0].verdict == "reproduced"
+    assert judge_sites(r, [("iowrite8", "ata_sff_tf_load"), ("ioread8", "x")])[0].verdict == "not reproduced"
 
 
 @pytest.mark.parametrize("votes,verdict", [
@@ -52,7 +54,7 @@ def test_sites_include_matches_function_and_caller():
     ([None], "not measured here"),
 ])
 def test_claim_verdict_precedence(votes, verdict):
-    assert ct.claim_verdict(votes, ct.verdict_rules()) == verdict
+    assert claim_verdict(votes, verdict_rules()) == verdict
 
 
 # --- on recorded runs ---------------------------------------------------------------------------------
@@ -64,13 +66,13 @@ def results(tmp_path):
     return dest
 
 
-def evidence(results: Path, **kw) -> ct.Evidence:
-    ev = ct.Evidence(results=str(results), built={"fig1", "fig2", "fig6", "table3"},
-                     tables=[str(results / "tables" / "disk.csv")],
-                     targets={"fig1": [str(results / "figures" / "fig1.pdf")]},
-                     defaults={"qemu": ["-", "stock"], "guest_scheduler": ["-", "mq-deadline"],
+def evidence(results: Path, **kw) -> Evidence:
+    ev = Evidence(results=str(results), built={"fig1", "fig2", "fig6", "table3"},
+                  tables=[str(results / "tables" / "disk.csv")],
+                  targets={"fig1": [str(results / "figures" / "fig1.pdf")]},
+                  defaults={"qemu": ["-", "stock"], "guest_scheduler": ["-", "mq-deadline"],
                                "host_scheduler": ["-", "file"]},
-                     config={"vm": {"disk_cache": "none"}}, workdir=str(results), n_resamples=2000, **kw)
+                  config={"vm": {"disk_cache": "none"}}, workdir=str(results), n_resamples=2000, **kw)
     return ev
 
 
@@ -170,7 +172,7 @@ def test_written_files(results, tmp_path):
     table = pd.read_csv(csv)
     assert list(table.columns) == ct.CLAIM_COLUMNS
     assert len(table) == len(load_claims())
-    assert set(table.verdict) <= set(ct.verdict_rules()["verdicts"])
+    assert set(table.verdict) <= set(verdict_rules()["verdicts"])
     fig1 = table[table.claim == "fig1"].iloc[0]
     assert fig1.run_time_s == 600.0 and fig1.build_disk_bytes == 1 << 30
     text = md.read_text()

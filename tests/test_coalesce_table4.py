@@ -21,6 +21,7 @@ import pytest
 from guestio.analysis import measurements
 from guestio.exits import schema as exits
 from guestio.report import claims_table as ct
+from guestio.report.evidence import Evidence
 
 REPO = Path(__file__).resolve().parents[1]
 REPS = 2
@@ -184,7 +185,7 @@ def test_the_claims_table_judges_the_merged_sites_runs(tmp_path, merged_after, v
                 "contradicted": lambda r: r > 1}[verdict]
     assert expected(ratio), ratio
     out = _run(tmp_path, "a", reps=JUDGED_REPS, merged_after=merged_after)
-    ev = ct.Evidence(results=str(tmp_path), built={"table4"}, exit_tables={"table4": out.csv}, n_resamples=2000)
+    ev = Evidence(results=str(tmp_path), built={"table4"}, exit_tables={"table4": out.csv}, n_resamples=2000)
     row = {r.claim: r for r in ct.build(ev, costs={})}["table4"]
     site1 = next(q for q in row.quantities if q.quantity == "site1_exits")
     assert site1.value == pytest.approx(ratio)
@@ -210,7 +211,7 @@ def test_under_kvm_the_taskfile_writes_are_the_merged_site(tmp_path):
     merged = long[(long.site_role == "merged") & (long.metric == "port_io_exits_per_gib")]
     assert set(merged.site) == {site} and set(merged.accelerator) == {"kvm"} and len(merged) == 4
     judged = _run(tmp_path, "b", reps=JUDGED_REPS, rows_of=_kvm_rows, merged_after=4000)
-    ev = ct.Evidence(results=str(tmp_path), built={"table4"}, exit_tables={"table4": judged.csv}, n_resamples=2000)
+    ev = Evidence(results=str(tmp_path), built={"table4"}, exit_tables={"table4": judged.csv}, n_resamples=2000)
     site1 = next(q for q in {r.claim: r for r in ct.build(ev, costs={})}["table4"].quantities
                  if q.quantity == "site1_exits")
     assert site1.value == pytest.approx(8080 / 70700) and site1.verdict == "reproduced"

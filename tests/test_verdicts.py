@@ -20,8 +20,11 @@ from guestio.analysis.claim_model import VerdictRule
 from guestio.analysis.claims import load_claims
 from guestio.analysis import measurements
 from guestio.report import claims_table as ct
+from guestio.report.evidence import Evidence
+from guestio.report.verdicts import (RULE_VERDICTS, aa_comparison, countable_sites, judge, judge_numbers, judge_sites,
+                                     unmet_requirements, verdict_of, verdict_rules)
 
-RULES = ct.verdict_rules()
+RULES = verdict_rules()
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).parent / "data" / "report" / "results"
 #: A testbed where every testbed requirement holds (two hosts, a 32-bit 2.6.27 guest): the rules
@@ -98,7 +101,7 @@ def _grid(rule) -> set[str]:
     seen = set()
     for low, high in itertools.combinations_with_replacement(points, 2):
         for value in {low, high, (low + high) / 2}:
-            seen.add(ct.judge_numbers(rule, value, low, high).verdict)
+            seen.add(judge_numbers(rule, value, low, high).verdict)
     return seen
 
 
@@ -107,36 +110,36 @@ def test_every_verdict_of_every_rule_is_reachable_or_stated_unreachable(claim, q
     rule = q.verdict_rule
     if rule.kind == "not_tested":
         # Context only: it never votes, whatever is measured (verdicts.yaml, step 1).
-        j = ct.verdict_of(q, 1.2, 1.1, 1.3, 5, 5, "kvm", rules=RULES, testbed=EVERYTHING)
+        j = verdict_of(q, 1.2, 1.1, 1.3, 5, 5, "kvm", rules=RULES, testbed=EVERYTHING)
         assert j.verdict == "" and rule["reason"] in j.reason
         return
     if rule.kind == "sites_include":
-        unmet = ct.unmet_requirements({r for s in rule["sites"] for r in s.requires}, "tcg-modelled",
-                                      RULES["testbed"], RULES)
-        can, cannot = ct.countable_sites(rule, unmet)
+        unmet = unmet_requirements({r for s in rule["sites"] for r in s.requires}, "tcg-modelled",
+                                   RULES["testbed"], RULES)
+        can, cannot = countable_sites(rule, unmet)
         assert can, f"{claim.id}.{q.id}: no listed site can exist on this pipeline's guests: it can never pass"
         all_found = [(s.function, s.caller) for s in can]
-        assert ct.judge_sites(rule, all_found, unmet)[0].verdict == "reproduced"
-        assert ct.judge_sites(rule, [("nothing_listed", None)], unmet)[0].verdict == "not reproduced"
+        assert judge_sites(rule, all_found, unmet)[0].verdict == "reproduced"
+        assert judge_sites(rule, [("nothing_listed", None)], unmet)[0].verdict == "not reproduced"
         # A ranking has no interval and no side: inconclusive and contradicted cannot apply.
-        seen = {ct.judge_sites(rule, list(sub), unmet)[0].verdict
+        seen = {judge_sites(rule, list(sub), unmet)[0].verdict
                 for k in range(len(all_found) + 1) for sub in itertools.combinations(all_found, k)}
         assert seen <= {"reproduced", "not reproduced"}
         return
     seen = _grid(rule)
-    for verdict in ct.RULE_VERDICTS:
+    for verdict in RULE_VERDICTS:
         values, why = synthetic(rule, verdict)
         if values is None:
             assert why and verdict not in seen, (claim.id, q.id, verdict, why)
             continue
-        j = ct.verdict_of(q, *values, 5, 5, _accelerator_for(q), rules=RULES, testbed=EVERYTHING)
+        j = verdict_of(q, *values, 5, 5, _accelerator_for(q), rules=RULES, testbed=EVERYTHING)
         assert j.verdict == verdict, (claim.id, q.id, verdict, values, j)
         assert j.reason
         # A/A: the same values are never "reproduced"
-        aa = ct.verdict_of(q, *values, 5, 5, "kvm", rules=RULES, testbed=EVERYTHING, aa="the same condition")
+        aa = verdict_of(q, *values, 5, 5, "kvm", rules=RULES, testbed=EVERYTHING, aa="the same condition")
         assert aa.verdict == "not testable here" and "A/A" in aa.reason
         # Fewer than two runs on a side: inconclusive, saying so
-        one = ct.verdict_of(q, *values, 1, 5, "kvm", rules=RULES, testbed=EVERYTHING)
+        one = verdict_of(q, *values, 1, 5, "kvm", rules=RULES, testbed=EVERYTHING)
         assert one.verdict == "inconclusive" and "fewer than 3 independent runs" in one.reason
 
 
@@ -145,8 +148,8 @@ def test_timing_under_tcg_is_not_testable_and_under_kvm_is_judged(claim, q):
     if q.verdict_rule.kind not in ("ratio_ci_contains", "direction"):
         pytest.skip("not a numeric rule")
     values, _ = synthetic(q.verdict_rule, "reproduced")
-    tcg = ct.verdict_of(q, *values, 5, 5, "tcg", rules=RULES, testbed=EVERYTHING)
-    kvm = ct.verdict_of(q, *values, 5, 5, "kvm", rules=RULES, testbed=EVERYTHING)
+    tcg = verdict_of(q, *values, 5, 5, "tcg", rules=RULES, testbed=EVERYTHING)
+    kvm = verdict_of(q, *values, 5, 5, "kvm", rules=RULES, testbed=EVERYTHING)
     assert kvm.verdict == "reproduced"
     if q.role == "check":
         # Fig 3's one-host check (the paths add up) is about the paths, not virtualisation's timing
@@ -157,8 +160,8 @@ def test_timing_under_tcg_is_not_testable_and_under_kvm_is_judged(claim, q):
         assert tcg.run == "on a KVM host: .venv/bin/snakemake --cores all --configfile config/paper-scale.yaml"
     else:   # exits, interrupts, shares: TCG's counts (modelled exits, the PIT's IRQ 0) are judged
         assert "kvm" not in q.requires
-        modelled = ct.verdict_of(q, *values, 5, 5, "tcg-modelled" if "exits" in q.requires else "tcg",
-                                 rules=RULES, testbed=EVERYTHING)
+        modelled = verdict_of(q, *values, 5, 5, "tcg-modelled" if "exits" in q.requires else "tcg",
+                              rules=RULES, testbed=EVERYTHING)
         assert modelled.verdict == "reproduced"
 
 
@@ -175,61 +178,61 @@ def test_the_run_that_would_test_it_exists():
                          ids=lambda x: getattr(x, "id", ""))
 def test_testbed_requirements_make_a_quantity_not_testable_on_this_pipeline(claim, q):
     values, _ = synthetic(q.verdict_rule, "reproduced")
-    j = ct.verdict_of(q, *values, 10, 10, "kvm", rules=RULES)
+    j = verdict_of(q, *values, 10, 10, "kvm", rules=RULES)
     assert j.verdict == "not testable here" and j.run
 
 
 def test_fig6_and_fig3_share_are_not_testable_here_with_the_reason():
     claims = load_claims()
     fig6 = claims["fig6"].quantity("write_throughput")
-    j = ct.verdict_of(fig6, 1.2, 1.1, 1.3, 10, 10, "kvm", rules=RULES)
+    j = verdict_of(fig6, 1.2, 1.1, 1.3, 10, 10, "kvm", rules=RULES)
     assert j.verdict == "not testable here"
     assert "does not exist on this guest architecture (x86_64)" in j.reason and "32-bit" in j.run
     share = claims["fig3"].quantity("virtualisation_share")
-    j = ct.verdict_of(share, 0.33, 0.3, 0.36, 50, 50, "kvm", rules=RULES)
+    j = verdict_of(share, 0.33, 0.3, 0.36, 50, 50, "kvm", rules=RULES)
     assert j.verdict == "not testable here" and "needs two hosts" in j.reason
 
 
 def test_a_direction_claim_is_reproduced_only_when_its_ci_excludes_the_reference():
     rule = VerdictRule("direction", (("expect", ">"), ("reference", 1.0)))
-    assert ct.judge(rule, 1.05, 0.99, 1.11) == "inconclusive"     # the point is above 1, the CI is not
-    assert ct.judge(rule, 1.05, 1.01, 1.11) == "reproduced"
-    assert ct.judge(rule, 0.9, 0.85, 0.95) == "contradicted"
+    assert judge(rule, 1.05, 0.99, 1.11) == "inconclusive"     # the point is above 1, the CI is not
+    assert judge(rule, 1.05, 1.01, 1.11) == "reproduced"
+    assert judge(rule, 0.9, 0.85, 0.95) == "contradicted"
     # §3.2.2: +6.01% -- a CI that reaches 1 is no effect shown, however close the point is
     sched = load_claims()["sec3_2_2"].quantity("write_throughput").verdict_rule
-    assert ct.judge(sched, 1.06, 0.98, 1.14) == "inconclusive"
-    assert ct.judge(sched, 1.06, 1.02, 1.10) == "reproduced"
-    assert ct.judge(sched, 1.2, 1.15, 1.25) == "not reproduced"   # an effect, but not the paper's size
+    assert judge(sched, 1.06, 0.98, 1.14) == "inconclusive"
+    assert judge(sched, 1.06, 1.02, 1.10) == "reproduced"
+    assert judge(sched, 1.2, 1.15, 1.25) == "not reproduced"   # an effect, but not the paper's size
     # Fig 7: a real +30% under the link cap is not "contradicted" (it was, against 1.6)
     fig7 = load_claims()["fig7"].quantity("throughput").verdict_rule
-    assert ct.judge(fig7, 1.3, 1.25, 1.35) == "reproduced"
-    assert ct.judge(fig7, 1.15, 1.1, 1.2) == "not reproduced"
-    assert ct.judge(fig7, 0.9, 0.85, 0.95) == "contradicted"
+    assert judge(fig7, 1.3, 1.25, 1.35) == "reproduced"
+    assert judge(fig7, 1.15, 1.1, 1.2) == "not reproduced"
+    assert judge(fig7, 0.9, 0.85, 0.95) == "contradicted"
 
 
 def test_no_interval_is_inconclusive():
     rule = VerdictRule("ratio_ci_contains", (("value", 0.5), ("tolerance", 0.1)))
-    assert ct.judge_numbers(rule, 0.5, math.nan, math.nan).verdict == "inconclusive"
+    assert judge_numbers(rule, 0.5, math.nan, math.nan).verdict == "inconclusive"
 
 
 def test_aa_comparison_detects_the_same_condition_and_the_same_build():
     defaults = {"qemu": ["-", "stock"]}
     kernels = {"baseline": "a" * 64, "pmtmr": "a" * 64, "hz100": "b" * 64}
     qemus = {"stock": "c" * 64, "pit-scale": "d" * 64}
-    same = ct.aa_comparison({"target": "vm", "variant": "pmtmr"}, [{"target": "vm", "variant": "baseline"}],
-                            defaults, kernels, qemus)
+    same = aa_comparison({"target": "vm", "variant": "pmtmr"}, [{"target": "vm", "variant": "baseline"}],
+                         defaults, kernels, qemus)
     assert same and "the same kernel build (pmtmr and baseline" in same
-    assert ct.aa_comparison({"target": "vm", "variant": "hz100"}, [{"target": "vm", "variant": "baseline"}],
-                            defaults, kernels, qemus) is None
-    assert ct.aa_comparison({"target": "vm", "variant": "baseline", "qemu": "pit-scale"},
-                            [{"target": "vm", "variant": "baseline"}], defaults, kernels, qemus) is None
-    assert "the same condition" in ct.aa_comparison({"variant": "baseline", "qemu": "stock"},
-                                                    [{"variant": "baseline"}], defaults, kernels, qemus)
+    assert aa_comparison({"target": "vm", "variant": "hz100"}, [{"target": "vm", "variant": "baseline"}],
+                         defaults, kernels, qemus) is None
+    assert aa_comparison({"target": "vm", "variant": "baseline", "qemu": "pit-scale"},
+                         [{"target": "vm", "variant": "baseline"}], defaults, kernels, qemus) is None
+    assert "the same condition" in aa_comparison({"variant": "baseline", "qemu": "stock"},
+                                                 [{"variant": "baseline"}], defaults, kernels, qemus)
     # a difference in what ran that is no build (the guest's scheduler) is no A/A
-    assert ct.aa_comparison({"variant": "baseline", "guest_scheduler": "none"},
-                            [{"variant": "baseline", "guest_scheduler": "bfq"}], defaults, kernels, qemus) is None
+    assert aa_comparison({"variant": "baseline", "guest_scheduler": "none"},
+                         [{"variant": "baseline", "guest_scheduler": "bfq"}], defaults, kernels, qemus) is None
     # unknown builds are no evidence of sameness
-    assert ct.aa_comparison({"variant": "pmtmr"}, [{"variant": "baseline"}], defaults, {}, {}) is None
+    assert aa_comparison({"variant": "pmtmr"}, [{"variant": "baseline"}], defaults, {}, {}) is None
 
 
 def _disk_table(path: Path, variants: dict[str, float], accelerator: str = "kvm", reps: int = 3) -> None:
@@ -257,8 +260,8 @@ def test_an_aa_comparison_from_the_provenance_is_never_reproduced(tmp_path):
     prov = {"accelerator": {"accelerator": "tcg"},
             "kernels": {v: {"arch": "i386", "outputs": {"bzImage": "e" * 64}} for v in ("baseline-i386", "pmtmr-i386")}}
     (tables / "boot.provenance.json").write_text(json.dumps(prov))
-    ev = ct.Evidence(results=str(tmp_path), built={"fig6"}, tables=[str(tables / "boot.csv")],
-                     defaults={"qemu": ["-", "stock"]}, n_resamples=500)
+    ev = Evidence(results=str(tmp_path), built={"fig6"}, tables=[str(tables / "boot.csv")],
+                  defaults={"qemu": ["-", "stock"]}, n_resamples=500)
     fig6 = {r.claim: r for r in ct.build(ev, costs={})}["fig6"]
     q = fig6.quantities[0]
     assert q.quantity == "setup_exits" and q.value == pytest.approx(21 / 6001) and q.high < 1.0
@@ -287,8 +290,8 @@ def test_fig5_judges_each_vhz100_route_and_its_timer_rate(tmp_path):
                     type("M", (), {"metric": "timer_interrupt_rate", "value": rate * (1 + rep / 1000),
                                    "unit": "Hz"})()]))
     measurements.write_csv(pd.concat(rows, ignore_index=True), tables / "timer.csv")
-    ev = ct.Evidence(results=str(tmp_path), built={"fig5"}, tables=[str(tables / "timer.csv")],
-                     defaults={"qemu": ["-", "stock"]}, n_resamples=500)
+    ev = Evidence(results=str(tmp_path), built={"fig5"}, tables=[str(tables / "timer.csv")],
+                  defaults={"qemu": ["-", "stock"]}, n_resamples=500)
     fig5 = {r.claim: r for r in ct.build(ev, costs={})}["fig5"]
     by = {(q.quantity, q.route): q for q in fig5.quantities}
     guest, vmm = "vHZ100 by the guest (hz100 kernel)", "vHZ100 by the VMM (pit-scale QEMU)"
@@ -313,15 +316,15 @@ def test_every_quantity_that_no_run_records_says_why():
 def test_sites_that_cannot_exist_on_this_guest_are_left_out_with_their_reason():
     claims = load_claims()
     t3 = claims["table3"].quantity("hot_sites")
-    unmet = ct.unmet_requirements({r for s in t3.verdict_rule["sites"] for r in s.requires}, "tcg-modelled",
-                                  RULES["testbed"], RULES)
-    can, cannot = ct.countable_sites(t3.verdict_rule, unmet)
+    unmet = unmet_requirements({r for s in t3.verdict_rule["sites"] for r in s.requires}, "tcg-modelled",
+                               RULES["testbed"], RULES)
+    can, cannot = countable_sites(t3.verdict_rule, unmet)
     assert [s.function for s, _ in cannot] == ["acpi_pm_read"] and len(can) == 3
     assert dict(t3.condition)["phase"] == "benchmark"
     t2 = claims["table2"].quantity("top5_sites")
-    unmet = ct.unmet_requirements({r for s in t2.verdict_rule["sites"] for r in s.requires}, "tcg-modelled",
-                                  RULES["testbed"], RULES)
-    _, cannot = ct.countable_sites(t2.verdict_rule, unmet)
+    unmet = unmet_requirements({r for s in t2.verdict_rule["sites"] for r in s.requires}, "tcg-modelled",
+                               RULES["testbed"], RULES)
+    _, cannot = countable_sites(t2.verdict_rule, unmet)
     assert {s.function for s, _ in cannot} == {"ioread16", "iowrite16", "_spin_lock_irqrestore",
                                                "_raw_spin_unlock_irqrestore"}
     assert all(why for _, why in cannot)
@@ -332,8 +335,8 @@ def test_the_report_caption_shows_verdict_deciding_quantity_reason_and_run(tmp_p
 
     results = tmp_path / "results"
     shutil.copytree(DATA, results)
-    ev = ct.Evidence(results=str(results), built={"fig1"}, tables=[str(results / "tables" / "disk.csv")],
-                     defaults={"qemu": ["-", "stock"]}, n_resamples=500)
+    ev = Evidence(results=str(results), built={"fig1"}, tables=[str(results / "tables" / "disk.csv")],
+                  defaults={"qemu": ["-", "stock"]}, n_resamples=500)
     md, csv = tmp_path / "claims.md", tmp_path / "claims.csv"
     ct.write(ct.build(ev, costs={}), str(md), str(csv))
     text = ReportFacts(claims_csv=str(csv)).claims_rst()
@@ -354,9 +357,9 @@ def test_a_run_in_several_tables_counts_once(tmp_path):
     merged = merged[merged.repetition < 3]
     shared = disk[disk.repetition < 3]          # the same files' rows, in the second table too
     measurements.write_csv(pd.concat([shared, merged], ignore_index=True), tables / "coalesce.csv")
-    ev = ct.Evidence(results=str(tmp_path), built={"table4"},
-                     tables=[str(tables / "disk.csv"), str(tables / "coalesce.csv")],
-                     defaults={"qemu": ["-", "stock"]}, n_resamples=500)
+    ev = Evidence(results=str(tmp_path), built={"table4"},
+                  tables=[str(tables / "disk.csv"), str(tables / "coalesce.csv")],
+                  defaults={"qemu": ["-", "stock"]}, n_resamples=500)
     t4 = {r.claim: r for r in ct.build(ev, costs={})}["table4"]
     tput = next(q for q in t4.quantities if q.quantity == "throughput")
     assert (tput.n_numerator, tput.n_denominator) == (3, 5)

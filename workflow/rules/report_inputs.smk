@@ -14,7 +14,7 @@ import sys
 
 import guestio.analysis.claims
 from guestio.report.captions import ReportFacts
-from guestio.report.claims_table import Evidence
+from guestio.report.evidence import Evidence
 from snakemake.sourcecache import infer_source_file
 
 CLAIMS_MD = f"{RESULTS}/claims.md"
@@ -27,9 +27,11 @@ BEYOND_ON = bool((config.get("report") or {}).get("beyond"))
 BEYOND_TARGETS = list(BEYOND.values()) if BEYOND_ON else []
 REPORT_DIR = f"{RESULTS}/report"
 BUNDLE = f"{RESULTS}/bundle/guestio-bundle.tar.gz"
-REPORT_CODE = [str(REPO / "workflow" / "guestio" / "analysis" / n) for n in ("claims.yaml", "claims.py")] + [
+REPORT_CODE = [str(REPO / "workflow" / "guestio" / "analysis" / n)
+               for n in ("claims.yaml", "claims.py", "claim_model.py", "claims_check.py", "placeholders.py")] + [
     str(REPO / "workflow" / "guestio" / "report" / n)
-    for n in ("claims_table.py", "verdicts.yaml", "settings.yaml", "cost.py")]
+    for n in ("claims_table.py", "evidence.py", "quantities.py", "verdicts.py", "verdicts.yaml", "settings.yaml",
+              "cost.py")]
 
 
 def _plain_outputs(rule_name):

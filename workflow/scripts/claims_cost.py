@@ -3,9 +3,10 @@
 from pathlib import Path
 
 from guestio.report import claims_table
+from guestio.report.evidence import Evidence
 from guestio.util import write_json_atomic, write_text_atomic
 
-ev = claims_table.Evidence(**snakemake.params.evidence) if isinstance(snakemake.params.evidence, dict) \
+ev = Evidence(**snakemake.params.evidence) if isinstance(snakemake.params.evidence, dict) \
     else snakemake.params.evidence
 costs = claims_table.compute_costs(ev)
 write_json_atomic(Path(snakemake.output[0]), costs)

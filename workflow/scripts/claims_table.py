@@ -5,11 +5,12 @@ import json
 from pathlib import Path
 
 from guestio.report import claims_table
+from guestio.report.evidence import Evidence
 from guestio.util import write_text_atomic
 
 ev = snakemake.params.evidence
 if isinstance(ev, dict):  # re-rendered from a bundle's render.json
-    ev = claims_table.Evidence(**{k: (set(v) if k == "built" else v) for k, v in ev.items()})
+    ev = Evidence(**{k: (set(v) if k == "built" else v) for k, v in ev.items()})
 costs = json.loads(Path(snakemake.input.cost).read_text())
 rows = claims_table.build(ev, costs)
 out = snakemake.output

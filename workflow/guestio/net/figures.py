@@ -3,7 +3,7 @@
 The figures follow Fig 1/2/6 (guestio.analysis.figures): bars are means with 95%
 percentile-bootstrap CIs (guestio.analysis.stats, the caller's seed), every claim of the
 figure's row in claims.yaml is printed with the measured ratio, its CI, Welch's test and
-the verdict its rule gives (guestio.report.claims_table.judge), and every figure names
+the verdict its rule gives (guestio.report.verdicts.judge), and every figure names
 the accelerator (with the TCG warning), QEMU, the guest kernel, the host CPU, the link's
 shaping and QEMU's e1000 interrupt mitigation.  Same rcParams and metadata as
 guestio.analysis.figures, atomic writes: a redraw gives the same bytes.
@@ -101,7 +101,7 @@ def _values(rows: pd.DataFrame) -> np.ndarray:
 
 def ratios(fig_id: str, df: pd.DataFrame, seed: int, n_resamples: int = DEFAULT_N_RESAMPLES) -> list[RatioRow]:
     """Every ratio quantity of the claim whose artifact is *fig_id*, measured."""
-    from guestio.report.claims_table import verdict_of
+    from guestio.report.verdicts import verdict_of
 
     out = []
     for claim in load_claims().values():

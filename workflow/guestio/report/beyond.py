@@ -8,7 +8,8 @@ paper's device models, and virtio where the modification applies.  A device or c
 runs says "not measured here" with the run that would measure it.
 
 ``beyond.yaml`` beside this module names the quantities (claims.yaml) and devices; the ratios,
-CIs, requirements and verdicts are the claims table's (``guestio.report.claims_table``).
+CIs, requirements and verdicts are the claims table's (``guestio.report.evidence``,
+``guestio.report.verdicts``).
 ``results/beyond.{md,csv}``."""
 
 from __future__ import annotations
@@ -24,8 +25,12 @@ from guestio.analysis.claim_model import Claim, Quantity, selector_alternatives
 from guestio.analysis.claims import load_claims
 from guestio.analysis.placeholders import resolve_placeholders
 from guestio.analysis.stats import bootstrap_mean_ci
-from guestio.report import claims_table as ct
-from guestio.report.claims_table import Evidence, ratios_by
+from guestio.report.evidence import (Evidence, MeasurementTables, build_hashes, command_for, config_value, match_rows,
+                                     ratios_by, run_values, testbed_of)
+from guestio.report.quantities import ratio_text
+from guestio.report.verdicts import (NOT_MEASURED, NOT_TESTABLE, REPRODUCED, RULE_VERDICTS, TESTBED_KEYS, Judgement,
+                                     aa_comparison, accelerators_of, testbed_unmet, unmet_judgement, verdict_of,
+                                     verdict_rules)
 from guestio.util import write_text_atomic
 
 BEYOND_FILE = Path(__file__).with_name("beyond.yaml")
@@ -76,7 +81,7 @@ def _frames(claim: Claim, ev: Evidence, long_form: pd.DataFrame) -> Iterator[tup
     yield long_form, None
     for a in claim.artifact_ids:
         if a in ev.exit_tables:
-            yield ct._Tables([ev.exit_tables[a]], long_form=False).frame(), {}
+            yield MeasurementTables([ev.exit_tables[a]], long_form=False).frame(), {}
 
 
 def _ratios(q, claim, ev, long_form, column) -> tuple[list[dict], pd.DataFrame | None, Any]:
@@ -101,14 +106,14 @@ def side_means(q: Quantity, df: pd.DataFrame, ev: Evidence, r: Mapping, column: 
 
     def side(selectors):
         sel = [{k: v for k, v in s.items() if k != column} for s in selectors]
-        m = rows[ct._match(rows, sel, kept)]
+        m = rows[match_rows(rows, sel, kept)]
         return m[(m["accelerator"].astype(str) == r["accelerator"]) & (m[column].astype(str) == r["device"])]
 
     after = side([selector_alternatives(q.numerator)[r["alternative"]]])
     before = side(selector_alternatives(q.denominator))
     out = {}
     for name, part in (("after", after), ("before", before)):
-        values = ct._values(part)
+        values = run_values(part)
         if values.size:
             out[name], out[f"{name}_ci_low"], out[f"{name}_ci_high"] = bootstrap_mean_ci(values, ev.seed, ev.n_resamples)
     units = [u for u in after["unit"].astype(str) if u not in ("-", "", "nan")]
@@ -129,14 +134,14 @@ def change_of(low: float, high: float) -> str:
     return "no clear change (CI includes 1)"
 
 
-def _judge(q, r, ev, rules, testbed, builds) -> ct.Judgement:
+def _judge(q, r, ev, rules, testbed, builds) -> Judgement:
     """The claims table's verdict of one measured ratio (requirements, A/A, runs, rule)."""
     kernels, qemus = builds
     dens = selector_alternatives(resolve_placeholders(q.denominator, ev.defaults))
-    aa = "the same rows of the table" if r["same_rows"] else ct.aa_comparison(
+    aa = "the same rows of the table" if r["same_rows"] else aa_comparison(
         r["numerator"], dens, ev.defaults, kernels, qemus)
-    return ct.verdict_of(q, r["ratio"], r["low"], r["high"], r["n_numerator"], r["n_denominator"], r["accelerator"],
-                         rules=rules, testbed=testbed, aa=aa)
+    return verdict_of(q, r["ratio"], r["low"], r["high"], r["n_numerator"], r["n_denominator"], r["accelerator"],
+                      rules=rules, testbed=testbed, aa=aa)
 
 
 # --- the rows ---------------------------------------------------------------------------------------
@@ -144,17 +149,17 @@ def _judge(q, r, ev, rules, testbed, builds) -> ct.Judgement:
 class _Builder:
     def __init__(self, ev: Evidence, spec: dict, claims: Mapping[str, Claim]):
         self.ev, self.spec, self.claims = ev, spec, claims
-        self.long_form = ct._Tables(ev.tables).frame()
-        self.rules = ct.verdict_rules()
-        self.testbed = ct.testbed_of(ev, self.rules)
-        self.builds = ct.build_hashes(ev)
+        self.long_form = MeasurementTables(ev.tables).frame()
+        self.rules = verdict_rules()
+        self.testbed = testbed_of(ev, self.rules)
+        self.builds = build_hashes(ev)
         self.records: list[dict] = []
 
     def configured(self, column: str, device: str) -> bool:
         """Whether this run's config runs anything on *device* (disk.interfaces, network.nics); without
         a config (a results directory read as it lies), whether the tables have rows of it."""
         key = (self.spec.get("device_config") or {}).get(column)
-        listed = ct._get(self.ev.config, key) if key else None
+        listed = config_value(self.ev.config, key) if key else None
         if isinstance(listed, (list, tuple)):
             return device in listed
         df = self.long_form
@@ -167,7 +172,7 @@ class _Builder:
             return " ".join(item["would_measure"].split())
         if device != "-" and not self.configured(item["device"], device):
             return (m.get("would_measure") or {}).get(device) or self.spec.get("would_measure", {}).get(device, "")
-        return ct.command_for(claim, self.ev)
+        return command_for(claim, self.ev)
 
     def devices(self, m: Mapping, item: Mapping) -> list[tuple[str, str]]:
         """(device, kind) of a quantity: the paper's and the current ones its device column has."""
@@ -185,12 +190,12 @@ class _Builder:
         found, df, defaults = ([], None, None) if q.not_measured else _ratios(q, claim, self.ev, self.long_form, column)
         runs_on = item.get("runs_on")
         if runs_on:   # an exit table without a device column: its runs used the configured device
-            on = ct._get(self.ev.config, runs_on["config"]) or runs_on["default"]
+            on = config_value(self.ev.config, runs_on["config"]) or runs_on["default"]
             found = [{**r, "device": on, "_table_device": "-"} if r["device"] == "-" else r for r in found]
         routes = list(q.routes) or [""]
         base = {"claim": claim.id, "quantity": q.id, "label": q.label, "counts": item.get("removes", ""),
                 "per": item.get("per", "")}
-        unmet = ct.testbed_unmet(q.requires, self.testbed, self.rules)
+        unmet = testbed_unmet(q.requires, self.testbed, self.rules)
         for device, kind in self.devices(m, item):
             where = {**base, "device": device, "device_kind": kind}
             if device in (m.get("not_applicable") or {}):
@@ -199,18 +204,18 @@ class _Builder:
             for i, route in enumerate(routes):
                 rec = {**where, "route": route}
                 if q.not_measured:
-                    self.add(mid, m, role, **rec, measured=ct.NOT_MEASURED, verdict=ct.NOT_MEASURED,
+                    self.add(mid, m, role, **rec, measured=NOT_MEASURED, verdict=NOT_MEASURED,
                              reason=" ".join(q.not_measured.split()),
                              would_measure=self.would_measure(m, item, claim, device))
                     continue
                 if unmet:
-                    j = ct._requirement_text(unmet, ", ".join(f"{k} {self.testbed.get(k)}" for k in ct.TESTBED_KEYS))
-                    self.add(mid, m, role, **rec, measured=ct.NOT_TESTABLE, verdict=j.verdict, reason=j.reason,
+                    j = unmet_judgement(unmet, ", ".join(f"{k} {self.testbed.get(k)}" for k in TESTBED_KEYS))
+                    self.add(mid, m, role, **rec, measured=NOT_TESTABLE, verdict=j.verdict, reason=j.reason,
                              would_measure=j.run)
                     continue
                 mine = [r for r in found if r["alternative"] == i and r["device"] == device]
                 if not mine:
-                    self.add(mid, m, role, **rec, measured=ct.NOT_MEASURED, verdict=ct.NOT_MEASURED,
+                    self.add(mid, m, role, **rec, measured=NOT_MEASURED, verdict=NOT_MEASURED,
                              reason=f"no runs of this condition on {device}" if device != "-" else "no runs of it",
                              would_measure=self.would_measure(m, item, claim, device))
                     continue
@@ -219,14 +224,14 @@ class _Builder:
 
     def measured(self, q, r, role, df, defaults, column) -> dict:
         j = _judge(q, r, self.ev, self.rules, self.testbed, self.builds)
-        emulation = bool(ct.accelerators_of(r["accelerator"]) & set(self.rules["emulation"]))
+        emulation = bool(accelerators_of(r["accelerator"]) & set(self.rules["emulation"]))
         verdict = j.verdict or "does not vote"
-        if emulation and j.verdict in ct.RULE_VERDICTS:
+        if emulation and j.verdict in RULE_VERDICTS:
             verdict += f" ({self.rules['emulation_note']})"
         reading = READ_MECHANISM if role == MECHANISM else READ_EMULATION if emulation else READ_EFFECT
         rec = {"ratio": r["ratio"], "ci_low": r["low"], "ci_high": r["high"], "n_numerator": r["n_numerator"],
                "n_denominator": r["n_denominator"], "change": change_of(r["low"], r["high"]),
-               "measured": ct._fmt(r["ratio"], r["low"], r["high"]), "verdict": verdict, "reason": j.reason,
+               "measured": ratio_text(r["ratio"], r["low"], r["high"]), "verdict": verdict, "reason": j.reason,
                "would_measure": j.run, "accelerator": r["accelerator"], "from_emulation": emulation,
                "reading": reading}
         if role == MECHANISM:
@@ -237,7 +242,7 @@ class _Builder:
     def no_mechanism(self, mid: str, m: Mapping) -> None:
         nm = m["no_mechanism"]
         self.add(mid, m, MECHANISM, claim="-", quantity="-", label="no mechanism quantity", device="-",
-                 device_kind=NO_DEVICE, measured=ct.NOT_MEASURED, verdict=ct.NOT_MEASURED,
+                 device_kind=NO_DEVICE, measured=NOT_MEASURED, verdict=NOT_MEASURED,
                  reason=" ".join(nm["reason"].split()), would_measure=" ".join(nm["would_measure"].split()))
 
     def build(self) -> pd.DataFrame:
@@ -345,7 +350,7 @@ def markdown(table: pd.DataFrame) -> str:
 def _measured(r) -> str:
     """The value, or why there is none and the run that would give one."""
     text = str(r.measured)
-    if r.measured in (ct.NOT_MEASURED, NOT_APPLICABLE, ct.NOT_TESTABLE):
+    if r.measured in (NOT_MEASURED, NOT_APPLICABLE, NOT_TESTABLE):
         if isinstance(r.reason, str) and r.reason:
             text += f": {r.reason}"
         if isinstance(r.would_measure, str) and r.would_measure:
@@ -354,10 +359,10 @@ def _measured(r) -> str:
 
 
 def _verdict(r) -> str:
-    if r.measured in (ct.NOT_MEASURED, NOT_APPLICABLE, ct.NOT_TESTABLE) or not isinstance(r.verdict, str):
+    if r.measured in (NOT_MEASURED, NOT_APPLICABLE, NOT_TESTABLE) or not isinstance(r.verdict, str):
         return "-"
     return r.verdict + (f": {r.reason}" if isinstance(r.reason, str) and r.reason and
-                        not r.verdict.startswith(ct.REPRODUCED) else "")
+                        not r.verdict.startswith(REPRODUCED) else "")
 
 
 def write(table: pd.DataFrame, md: str, csv: str) -> None:
