@@ -19,6 +19,7 @@ from guestio.util import sha256_file
 from guestio.build import cpio
 from guestio.build import disk
 from guestio.build import image
+from guestio.build.image import debs, elf, initramfs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -196,7 +197,7 @@ def fake_root(tmp_path: Path) -> Path:
 def test_read_elf_parses_interp_needed_runpath(tmp_path):
     p = tmp_path / "x"
     p.write_bytes(make_elf(["liba.so.1", "libb.so.2"], interp=LD, runpath="$ORIGIN/../lib:/opt/x"))
-    info = image.read_elf(p)
+    info = elf.read_elf(p)
     assert info.interp == LD
     assert info.needed == ("liba.so.1", "libb.so.2")
     assert info.runpath == ("$ORIGIN/../lib", "/opt/x")
@@ -208,7 +209,7 @@ def test_library_closure_follows_symlinks_runpath_and_transitive_deps(tmp_path):
     # libbar lives in a private directory reached through libfoo's RUNPATH
     put(root, "usr/lib/x86_64-linux-gnu/libfoo.so.1.2.3",
         make_elf(["libbar.so.2", "libc.so.6"], runpath="$ORIGIN/private"), 0o644)
-    cl = image.library_closure(root, ["prog"])
+    cl = elf.library_closure(root, ["prog"])
     assert cl.programs == {"prog": "usr/bin/prog"}
     assert cl.files == {
         "usr/bin/prog",
@@ -226,7 +227,7 @@ def test_library_closure_follows_symlinks_runpath_and_transitive_deps(tmp_path):
 def test_missing_library_names_program_and_library(tmp_path):
     root = fake_root(tmp_path)  # libbar.so.2 is not on any search path
     with pytest.raises(image.MissingLibraryError) as err:
-        image.library_closure(root, ["prog"])
+        elf.library_closure(root, ["prog"])
     assert err.value.program == "prog"
     assert err.value.library == "libbar.so.2"
     assert err.value.needed_by == "usr/lib/x86_64-linux-gnu/libfoo.so.1.2.3"
@@ -239,15 +240,15 @@ def test_missing_interpreter_and_wrong_machine_are_errors(tmp_path):
                 root / "usr/lib/x86_64-linux-gnu/libbar.so.2")
     (root / "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2").unlink()
     with pytest.raises(image.MissingLibraryError, match="ld-linux-x86-64.so.2") as err:
-        image.library_closure(root, ["prog"])
+        elf.library_closure(root, ["prog"])
     assert err.value.program == "prog"
     put(root, "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2", make_elf([]))
     # a libbar for another machine (aarch64) is skipped like ld.so does: still missing
     put(root, "usr/lib/x86_64-linux-gnu/libbar.so.2", make_elf([], machine=183), 0o644)
     with pytest.raises(image.MissingLibraryError, match="libbar.so.2"):
-        image.library_closure(root, ["prog"])
+        elf.library_closure(root, ["prog"])
     with pytest.raises(image.ImageError, match="nosuchprog"):
-        image.library_closure(root, ["nosuchprog"])
+        elf.library_closure(root, ["nosuchprog"])
 
 
 def test_apt_depends_parsing_picks_real_packages():
@@ -264,15 +265,15 @@ def test_apt_depends_parsing_picks_real_packages():
         "    perl\n"
         "  Recommends: something\n"
     )
-    parsed = image._parse_depends(text)
+    parsed = debs._parse_depends(text)
     groups = parsed["libpam-modules"]
     assert [[a.name for a in g] for g in groups] == [["libc6"], ["debconf", "debconf-2.0"],
                                                      ["libpam-modules-bin"]]
     assert groups[1][1].virtual and groups[1][1].providers == ("cdebconf", "debconf")
-    assert image._choose(groups[1], set()) == "debconf"
-    assert image._choose(groups[1], {"cdebconf"}) == "cdebconf"
+    assert debs._choose(groups[1], set()) == "debconf"
+    assert debs._choose(groups[1], {"cdebconf"}) == "cdebconf"
     perl = parsed["libfile-find-rule-perl"]
-    assert len(perl) == 1 and image._choose(perl[0], set()) == "perl"
+    assert len(perl) == 1 and debs._choose(perl[0], set()) == "perl"
 
 
 # --------------------------------------------------------------------------- initramfs
@@ -301,8 +302,8 @@ def test_initramfs_is_deterministic_and_manifest_matches(tmp_path, deb_cache):
     for n in (1, 2):
         out = tmp_path / f"img{n}" / "initramfs.cpio"
         man = tmp_path / f"img{n}" / "initramfs.json"
-        m = image.build_initramfs(out, man, deb_cache, tmp_path / f"staging{n}",
-                                  programs=QUICK_PROGRAMS, packages=QUICK_PACKAGES)
+        m = initramfs.build_initramfs(out, man, deb_cache, tmp_path / f"staging{n}",
+                                      programs=QUICK_PROGRAMS, packages=QUICK_PACKAGES)
         outs.append((out, man, m))
     (a, man_a, m), (b, man_b, _) = outs
     assert a.read_bytes() == b.read_bytes()
@@ -327,7 +328,7 @@ def test_initramfs_is_deterministic_and_manifest_matches(tmp_path, deb_cache):
 
     # content: init, console, busybox applets, the dynamic ping with loader and libc
     init = members["init"]
-    assert init.mode == 0o100755 and init.data == image.init_script()
+    assert init.mode == 0o100755 and init.data == initramfs.init_script()
     assert init.data.startswith(b"#!/bin/sh")
     con = members["dev/console"]
     assert con.kind == cpio.CHARDEV and (con.rdevmajor, con.rdevminor) == (5, 1)
@@ -356,9 +357,9 @@ def test_initramfs_is_deterministic_and_manifest_matches(tmp_path, deb_cache):
 @needs_apt
 def test_initramfs_missing_program_is_an_error(tmp_path, deb_cache):
     with pytest.raises(image.ImageError, match="fio"):
-        image.build_initramfs(tmp_path / "i.cpio", tmp_path / "i.json", deb_cache,
-                              tmp_path / "st", programs=("busybox", "fio"),
-                              packages=("busybox-static",))
+        initramfs.build_initramfs(tmp_path / "i.cpio", tmp_path / "i.json", deb_cache,
+                                  tmp_path / "st", programs=("busybox", "fio"),
+                                  packages=("busybox-static",))
     assert not (tmp_path / "i.cpio").exists()
 
 
@@ -410,8 +411,8 @@ def test_data_disk_errors_leave_nothing(tmp_path, monkeypatch):
 @pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="needs qemu-system-x86_64")
 def test_init_runs_job_and_returns_results(tmp_path, deb_cache, guest_kernel):
     img = tmp_path / "initramfs.cpio"
-    image.build_initramfs(img, tmp_path / "initramfs.json", deb_cache, tmp_path / "st",
-                          programs=QUICK_PROGRAMS, packages=QUICK_PACKAGES)
+    initramfs.build_initramfs(img, tmp_path / "initramfs.json", deb_cache, tmp_path / "st",
+                              programs=QUICK_PROGRAMS, packages=QUICK_PACKAGES)
     job = tmp_path / "job.sh"
     job.write_text('echo "out=$GUESTIO_OUT pwd=$(pwd)"\n'
                    'cat /guestio/in/extra > "$GUESTIO_OUT/copied.txt"\n'

@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 
 from guestio.build import disk
-from guestio.build import image
+from guestio.build.image import initramfs
 from guestio.build import kernel
 from guestio.build import qemu
 from guestio import provenance
@@ -130,9 +130,10 @@ def part_image(work: Path, args) -> tuple[list[list[str]], str]:
     hashes = []
     for attempt in range(2):
         started = time.monotonic()
-        manifest = image.build_initramfs(work / f"img{attempt}.cpio", work / f"img{attempt}.json",
-                                         deb_dir=REPO / "build" / "debs", staging_dir=work / f"staging{attempt}",
-                                         packages=CONFIG["image"]["packages"], programs=CONFIG["image"]["programs"])
+        manifest = initramfs.build_initramfs(work / f"img{attempt}.cpio", work / f"img{attempt}.json",
+                                             deb_dir=REPO / "build" / "debs", staging_dir=work / f"staging{attempt}",
+                                             packages=CONFIG["image"]["packages"],
+                                             programs=CONFIG["image"]["programs"])
         secs = time.monotonic() - started
         hashes.append(manifest["image"]["sha256"])
     same = "identical" if hashes[0] == hashes[1] else "DIFFERENT"

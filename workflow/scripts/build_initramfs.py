@@ -1,7 +1,7 @@
 """Build the guest initramfs from downloaded Debian packages."""
 
 from guestio import lifetime
-from guestio.build.image import build_from_snakemake
+from guestio.build.image.initramfs import build_from_snakemake
 from guestio.util import exclusive
 
 # An interrupted or orphaned job stops its children and tidies up (guestio.lifetime).
