@@ -71,7 +71,7 @@ def evidence(results: Path, **kw) -> Evidence:
                   tables=[str(results / "tables" / "disk.csv")],
                   targets={"fig1": [str(results / "figures" / "fig1.pdf")]},
                   defaults={"qemu": ["-", "stock"], "guest_scheduler": ["-", "mq-deadline"],
-                               "host_scheduler": ["-", "file"]},
+                            "host_scheduler": ["-", "file"]},
                   config={"vm": {"disk_cache": "none"}}, workdir=str(results), n_resamples=2000, **kw)
     return ev
 
