@@ -20,7 +20,8 @@ import yaml
 from guestio.analysis.claim_model import VERDICT_RULES, VerdictRule
 from guestio.analysis import figures
 from guestio.analysis.claims import CLAIMS_FILE, ClaimsError, load_artifacts, load_claims, load_paper
-from guestio.analysis.figures import FIGURE_CLAIMS, COLUMNS, FigureDataError, format_ratio, plot_comparison
+from guestio.analysis.figure_data import FIGURE_CLAIMS, COLUMNS, FigureDataError, format_ratio
+from guestio.analysis.figures import plot_comparison
 from guestio.analysis.stats import (bootstrap_mean_ci, bootstrap_ratio_ci, significance_mark, t_sf,
                            welch_significance, welch_t_test)
 
@@ -417,7 +418,8 @@ def test_figures_take_their_claims_from_the_claims_file():
         assert spec.claim == claims[spec.claim_id].statement
         assert spec.testbed == load_paper().testbed
     # The plotting code states no claim, label or paper value of its own.
-    source = (REPO / "workflow" / "guestio" / "analysis" / "figures.py").read_text()
+    source = "".join((REPO / "workflow" / "guestio" / "analysis" / name).read_text()
+                     for name in ("figures.py", "figure_data.py", "figure_drawing.py"))
     for spec in FIGURE_CLAIMS.values():
         for text in (spec.claim, spec.title, spec.testbed, *(p.ratio_label for p in spec.panels),
                      *(p.paper for p in spec.panels), *(p.title for p in spec.panels)):

@@ -18,7 +18,7 @@ from conftest import REPO, SNAKEMAKE
 from guestio import hostprobe
 from guestio.analysis.claims import load_artifacts, load_claims
 from guestio.analysis.placeholders import resolve_placeholders
-from guestio.analysis import figures
+from guestio.analysis import figure_data, figures
 
 DEFAULT_CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 OFFERED_HERE = ", ".join(hostprobe.loop_schedulers() or ())
@@ -264,10 +264,10 @@ def test_the_sched_claim_selects_and_names_the_host_scheduler_used():
                 assert dict(side)["host_scheduler"] == "mq-deadline"
         assert "bfq)" not in q.label and ("host mq-deadline" in q.label or "host" not in q.label)
     assert "mq-deadline" in claim.note and "{sched_host}" not in claim.note
-    spec = resolve_placeholders(figures.FIGURE_CLAIMS["sched"], {"sched_host": "mq-deadline"})
+    spec = resolve_placeholders(figure_data.FIGURE_CLAIMS["sched"], {"sched_host": "mq-deadline"})
     assert "host mq-deadline" in spec.title and spec.numerator["host_scheduler"] == "mq-deadline"
     # Without a value given, the paper's CFQ successor
-    assert resolve_placeholders(figures.FIGURE_CLAIMS["sched"]).numerator["host_scheduler"] == "bfq"
+    assert resolve_placeholders(figure_data.FIGURE_CLAIMS["sched"]).numerator["host_scheduler"] == "bfq"
 
 
 def _sched_rows(host: str) -> pd.DataFrame:
@@ -282,7 +282,7 @@ def _sched_rows(host: str) -> pd.DataFrame:
                              "value": value, "unit": unit, "qemu": "stock", "guest_scheduler": gsched,
                              "host_scheduler": host, "nic": "-", "peer": "-"})
     df = pd.DataFrame(rows)
-    for column in figures.COLUMNS:
+    for column in figure_data.COLUMNS:
         if column not in df.columns:
             df[column] = "-"
     return df
@@ -295,7 +295,7 @@ def test_the_sched_figure_draws_the_runs_of_the_host_scheduler_used():
                                      n_resamples=200, defaults=defaults)
     assert any("host mq-deadline" in t for t in result.texts)
     assert result.ratios and all(r.numerator.host_scheduler == "mq-deadline" for r in result.ratios)
-    with pytest.raises(figures.FigureDataError, match="host_scheduler 'bfq'"):
+    with pytest.raises(figure_data.FigureDataError, match="host_scheduler 'bfq'"):
         figures.plot_comparison("sched", _sched_rows("mq-deadline"), {}, None, None, seed=1, n_resamples=200,
                                 defaults={**defaults, "sched_host": "bfq"})
 

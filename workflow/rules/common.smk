@@ -184,7 +184,7 @@ FIGURES = {}
 
 
 # The default condition's value of each extra measurement column: a claim's selector that
-# leaves one unnamed means this value (guestio.analysis.figures._side).
+# leaves one unnamed means this value (guestio.analysis.figure_data._side).
 CONDITION_DEFAULTS = {"qemu": config["vm"]["qemu"], "guest_scheduler": DISK["guest_scheduler"],
                       "host_scheduler": "file",
                       # not a column: what "{sched_host}" in claims.yaml stands for, the host

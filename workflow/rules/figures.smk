@@ -9,8 +9,9 @@ rule figure:
     input:
         csv=lambda w: f"{RESULTS}/tables/{FIGURES[w.fig]}.csv",
         provenance=lambda w: f"{RESULTS}/tables/{FIGURES[w.fig]}.provenance.json",
-        code=[ANALYSIS / name for name in ("figures.py", "stats.py", "claims.py", "claim_model.py", "claims_check.py",
-                                           "placeholders.py", "claims.yaml", "measurements.py")],
+        code=[ANALYSIS / name for name in ("figures.py", "figure_data.py", "figure_drawing.py", "stats.py", "claims.py",
+                                           "claim_model.py", "claims_check.py", "placeholders.py", "claims.yaml",
+                                           "measurements.py")],
     output:
         pdf=f"{RESULTS}/figures/{{fig}}.pdf",
         png=f"{RESULTS}/figures/{{fig}}.png",

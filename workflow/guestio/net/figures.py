@@ -31,6 +31,7 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from guestio.analysis import figure_data, figure_drawing
 from guestio.analysis import figures as base
 from guestio.analysis.claim_model import Quantity, selector_alternatives
 from guestio.analysis.claims import load_artifacts, load_claims
@@ -71,8 +72,8 @@ class RatioRow:
     verdict: str
 
     def text(self) -> str:
-        return (f"{self.quantity.label}: {base.format_ratio(self.ratio, self.low, self.high)}, "
-                f"{base._p_text(self.p)}; paper: {self.quantity.paper.text} -> {self.verdict}")
+        return (f"{self.quantity.label}: {figure_data.format_ratio(self.ratio, self.low, self.high)}, "
+                f"{figure_data.welch_p_text(self.p)}; paper: {self.quantity.paper.text} -> {self.verdict}")
 
 
 def _select(df: pd.DataFrame, side, metric: str, experiment: str | None) -> pd.DataFrame:
@@ -200,15 +201,16 @@ def _draw_bars(ax, bars: Sequence[Bar], ylabel: str, title: str) -> None:
 
 def _setting_lines(provenance: Mapping, net: Mapping, variants: Sequence[str], nics: Sequence[str],
                    benchmarks: bool = True) -> list[str]:
-    acc, reason = base._accelerator_text(provenance)
+    acc, reason = figure_drawing.accelerator_text(provenance)
     lines = [f"accelerator: {(acc or 'unknown').upper()}" + (f" ({reason})" if reason else "")]
     if acc == "tcg":
-        lines.append(base.TCG_WARNING)
+        lines.append(figure_drawing.TCG_WARNING)
     link = net.get("link", {})
     mitigation = "on" if net.get("e1000_mitigation", True) else "off"
-    qemu = base._qemu_text(provenance)
-    lines.append(f"{qemu if qemu.startswith('QEMU') else 'QEMU ' + qemu} · {base._kernel_text(provenance, variants)} "
-                 f"(variants {', '.join(variants)}) · {base._host_text(provenance)}")
+    qemu = figure_drawing.qemu_text(provenance)
+    lines.append(f"{qemu if qemu.startswith('QEMU') else 'QEMU ' + qemu} · "
+                 f"{figure_drawing.kernel_text(provenance, variants)} "
+                 f"(variants {', '.join(variants)}) · {figure_drawing.host_text(provenance)}")
     lines.append(f"testbed: HostA and HostB in network namespaces, veth pair shaped by tc "
                  f"(rate {link.get('rate') or 'none'}, delay {link.get('delay') or 'none'}); GuestB on a tap "
                  f"bridged in HostB; {', '.join(nics)}" + (f"; QEMU e1000 mitigation={mitigation}"
@@ -226,8 +228,8 @@ def _render(fig: Figure, out_pdf: Path, out_png: Path) -> None:
     def png(tmp):
         fig.savefig(tmp, format="png", metadata=base.PNG_METADATA)
 
-    base._atomic(Path(out_pdf), pdf)
-    base._atomic(Path(out_png), png)
+    base.write_atomic(Path(out_pdf), pdf)
+    base.write_atomic(Path(out_png), png)
 
 
 def _wrap(lines: Sequence[str], width_in: float) -> list[str]:
@@ -269,7 +271,7 @@ def plot(fig_id: str, df: pd.DataFrame, provenance: Mapping, net: Mapping, out_p
         rows = ratios(fig_id, df, seed, n_resamples)
         artifact = load_artifacts()[fig_id]
         claim = next(c for c in load_claims().values() if fig_id in c.artifact_ids)
-        palette = base.VARIANT_COLOURS
+        palette = figure_drawing.VARIANT_COLOURS
         variant, nonapi = net["variant"], net["nonapi_variant"]
         panels: list[tuple[list[Bar], str, str]] = []
         if fig_id == "fig3":
@@ -282,7 +284,8 @@ def plot(fig_id: str, df: pd.DataFrame, provenance: Mapping, net: Mapping, out_p
             nics = list(net["nics"])
             for metric, unit in (("netperf_tcp_stream_throughput", "Mbit/s"), ("iperf3_throughput", "Mbit/s"),
                                  ("netperf_tcp_rr_latency", "µs")):
-                bars = [_bar("native", _rows(df, metric, target="native"), seed, n_resamples, base.NATIVE_COLOUR)]
+                bars = [_bar("native", _rows(df, metric, target="native"), seed, n_resamples,
+                             figure_drawing.NATIVE_COLOUR)]
                 bars += [_bar(NIC_LABELS[n], _rows(df, metric, target="vm", variant=variant, nic=n), seed,
                               n_resamples, palette[i]) for i, n in enumerate(nics)]
                 panels.append((bars, f"{METRIC_LABELS[metric]} ({unit})", METRIC_LABELS[metric]))

@@ -183,7 +183,7 @@ class ReportFacts:
         out = self._heading(fig, lambda art: art.title or art.what)
         ratios = files.get("ratios")
         if ratios and Path(ratios).is_file():
-            from guestio.analysis.figures import format_ratio
+            from guestio.analysis.figure_data import format_ratio
             # The network figures' summaries (guestio.net.figures.SUMMARY_COLUMNS) call it "label".
             df = pd.read_csv(ratios).rename(columns={"label": "ratio_label"})
             for r in df.itertuples(index=False):

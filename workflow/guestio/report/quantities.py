@@ -66,7 +66,7 @@ class QuantityRow:
 
 
 def ratio_text(v: float, low: float, high: float) -> str:
-    from guestio.analysis.figures import format_ratio
+    from guestio.analysis.figure_data import format_ratio
     return format_ratio(v, low, high)
 
 
