@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from guestio.workloads import bonnie
-from guestio.workloads.bonnie import (REQUIRED_METRICS, BonnieParseError, BonnieRunError, Measurement,
-                            bonnie_args, parse_csv, parse_csv_file, parse_record,
-                            read_guest_info, run_native, run_vm_bonnie)
+from guestio.analysis.measurements import Measurement
+from guestio.workloads import bonnie, bonnie_native
+from guestio.workloads.bonnie import (REQUIRED_METRICS, BonnieParseError, BonnieRunError, bonnie_args, parse_csv,
+                                      parse_csv_file, parse_record)
+from guestio.workloads.bonnie_native import run_native
+from guestio.workloads.bonnie_vm import read_guest_info, run_vm_bonnie
 from guestio.build.disk import make_data_disk
 from guestio.vm import VMRunError
 from guestio.util import sha256_file
@@ -256,7 +258,7 @@ def only_run_dir(out: Path, workdir: Path) -> Path:
     """The run directory named in bonnie-cmdline.txt: a guestio-run-* directly under workdir."""
     argv = shlex.split((out / "bonnie-cmdline.txt").read_text())
     run_dir = Path(argv[argv.index("-d") + 1])
-    assert run_dir.parent == workdir and run_dir.name.startswith(bonnie.RUN_DIR_PREFIX), run_dir
+    assert run_dir.parent == workdir and run_dir.name.startswith(bonnie_native.RUN_DIR_PREFIX), run_dir
     return run_dir
 
 
@@ -292,20 +294,20 @@ def test_run_native_removes_only_what_it_created(tmp_path, monkeypatch):
     (workdir / "Bonnie.1234").write_text("a user's file with bonnie's name\n")
     (workdir / "notes").mkdir()
     (workdir / "notes" / "a.txt").write_text("user data\n")
-    (workdir / f"{bonnie.RUN_DIR_PREFIX}mine").mkdir()  # looks like a run directory, has no owner file
+    (workdir / f"{bonnie_native.RUN_DIR_PREFIX}mine").mkdir()  # looks like a run directory, has no owner file
     fake = tmp_path / "fake-bonnie"
     # Like bonnie++: its file in -d; meanwhile a user drops a file next to the run directory.
     fake.write_text(f'#!/bin/sh\n: > "$2/Bonnie.4242"\necho during > "$2/../during-the-run"\n'
                     f'cat {DATA / "guest-ide-256M.csv"}\n')
     fake.chmod(0o755)
-    monkeypatch.setattr(bonnie, "BONNIE", str(fake))
+    monkeypatch.setattr(bonnie_native, "BONNIE", str(fake))
     before = sorted(os.listdir(workdir))
     run_native(workdir, 256, 128, tmp_path / "out")
     assert sorted(os.listdir(workdir)) == sorted(before + ["during-the-run"])
     assert (workdir / "notes" / "a.txt").read_text() == "user data\n"
     assert (workdir / "Bonnie.1234").read_text() == "a user's file with bonnie's name\n"
     # A failing run too.
-    monkeypatch.setattr(bonnie, "BONNIE", "false")
+    monkeypatch.setattr(bonnie_native, "BONNIE", "false")
     with pytest.raises(BonnieRunError):
         run_native(workdir, 256, 128, tmp_path / "out")
     assert sorted(os.listdir(workdir)) == sorted(before + ["during-the-run"])
@@ -319,7 +321,7 @@ def test_abandoned_run_directory_is_removed_live_one_kept(tmp_path):
     workdir = tmp_path / "native"
     holder = subprocess.Popen([sys.executable, "-c", f"""
 import sys, time
-from guestio.workloads.bonnie import native_run_dir
+from guestio.workloads.bonnie_native import native_run_dir
 with native_run_dir({str(workdir)!r}) as d:
     (d / "Bonnie.99").write_bytes(b"x" * 4096)
     print(d, flush=True)
@@ -328,7 +330,7 @@ with native_run_dir({str(workdir)!r}) as d:
     live = Path(holder.stdout.readline().strip())
     killed = subprocess.run([sys.executable, "-c", f"""
 import os, signal
-from guestio.workloads.bonnie import native_run_dir
+from guestio.workloads.bonnie_native import native_run_dir
 with native_run_dir({str(workdir)!r}) as d:
     (d / "Bonnie.98").write_bytes(b"x" * 4096)
     print(d, flush=True)
@@ -337,7 +339,7 @@ with native_run_dir({str(workdir)!r}) as d:
     abandoned = Path(killed.stdout.strip())
     assert killed.returncode == -9 and abandoned.is_dir()
     try:
-        with bonnie.native_run_dir(workdir) as mine:
+        with bonnie_native.native_run_dir(workdir) as mine:
             assert mine.is_dir() and live.is_dir()
             assert not abandoned.exists()
         assert not mine.exists() and live.is_dir()
@@ -361,7 +363,7 @@ def _fake_bonnie_too_fast_below(tmp_path: Path, min_size_mib: int) -> Path:
 
 def test_run_native_doubles_the_file_while_a_test_is_too_fast(tmp_path, monkeypatch):
     """A read over before bonnie++'s 0.5 s is run again with twice the file; the size used is a row."""
-    monkeypatch.setattr(bonnie, "BONNIE", str(_fake_bonnie_too_fast_below(tmp_path, 512)))
+    monkeypatch.setattr(bonnie_native, "BONNIE", str(_fake_bonnie_too_fast_below(tmp_path, 512)))
     said: list[str] = []
     out = tmp_path / "out"
     got = as_dict(run_native(tmp_path / "w", 128, 32, out, log=said.append, max_size_mib=4096))
@@ -385,10 +387,10 @@ def test_run_native_doubles_the_file_while_a_test_is_too_fast(tmp_path, monkeypa
 
 
 def test_run_native_failure_and_missing_program(tmp_path, monkeypatch):
-    monkeypatch.setattr(bonnie, "BONNIE", "false")
+    monkeypatch.setattr(bonnie_native, "BONNIE", "false")
     with pytest.raises(BonnieRunError, match=r"native bonnie\+\+ exited with status 1"):
         run_native(tmp_path / "w", 64, 32, tmp_path / "o")
-    monkeypatch.setattr(bonnie, "BONNIE", str(tmp_path / "no-such-bonnie"))
+    monkeypatch.setattr(bonnie_native, "BONNIE", str(tmp_path / "no-such-bonnie"))
     with pytest.raises(BonnieRunError, match="not found on the host"):
         run_native(tmp_path / "w", 64, 32, tmp_path / "o")
 
@@ -398,7 +400,7 @@ def test_run_native_timeout_removes_leftovers(tmp_path, monkeypatch):
     # Like a killed bonnie++: its file stays behind.  argv: -d DIR ...
     fake.write_text('#!/bin/sh\n: > "$2/Bonnie.4242"\nexec sleep 30\n')
     fake.chmod(0o755)
-    monkeypatch.setattr(bonnie, "BONNIE", str(fake))
+    monkeypatch.setattr(bonnie_native, "BONNIE", str(fake))
     workdir = tmp_path / "w"
     with pytest.raises(BonnieRunError, match="did not finish within 1 s"):
         run_native(workdir, 64, 32, tmp_path / "o", timeout_s=1)
@@ -409,7 +411,7 @@ def test_run_native_keeps_outputs_written_into_its_own_directory(tmp_path, monke
     fake = tmp_path / "fake-bonnie"
     fake.write_text(f'#!/bin/sh\n: > "$2/Bonnie.4242"\ncat {DATA / "guest-ide-256M.csv"}\n')
     fake.chmod(0o755)
-    monkeypatch.setattr(bonnie, "BONNIE", str(fake))
+    monkeypatch.setattr(bonnie_native, "BONNIE", str(fake))
     workdir = tmp_path / "w"
     got = as_dict(run_native(workdir, 256, 128, workdir))
     assert got["block_read_throughput"] == (289912.0, "KiB/s")

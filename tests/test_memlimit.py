@@ -102,7 +102,7 @@ def test_interrupted_native_run_leaves_no_bonnie_cgroup_or_directory(tmp_path, s
 import sys
 from guestio import lifetime
 lifetime.die_with_snakemake()
-from guestio.workloads.bonnie import run_native
+from guestio.workloads.bonnie_native import run_native
 run_native({str(native)!r}, 4096, 32, {str(tmp_path / "out")!r}, memory_limit_mib=64, log=print)
 """], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

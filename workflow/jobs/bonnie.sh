@@ -1,6 +1,6 @@
 # Guest job: bonnie++ sequential block write / rewrite / block read on the data disk.
 #
-# Input: $GUESTIO_IN/params, KEY=VALUE lines written by guestio.bonnie.run_vm_bonnie:
+# Input: $GUESTIO_IN/params, KEY=VALUE lines written by guestio.workloads.bonnie_vm.run_vm_bonnie:
 #   DEVICE        block device of the data disk (/dev/sda: IDE via ata_piix, /dev/vda: virtio)
 #   SIZE_MIB      bonnie++ -s (MiB)
 #   RAM_MIB       bonnie++ -r (MiB)

@@ -5,7 +5,7 @@ from pathlib import Path
 from guestio import lifetime
 from guestio.analysis.measurements import frame, write_csv
 from guestio.vm.jobs import accelerator_of, guest_append, qemu_of, say_to, write_provenance
-from guestio.workloads import bonnie, hostdisk, tick
+from guestio.workloads import bonnie_vm, hostdisk, tick
 
 # An interrupted or orphaned job stops its children and tidies up (guestio.lifetime).
 lifetime.die_with_snakemake()
@@ -20,7 +20,7 @@ tick_hooks = tick.hooks_for(tick_settings, accel)
 # Host scheduler other than "file": the data disk on a loop device with that scheduler, made
 # for this run and detached after it however it ends (guestio.workloads.hostdisk).
 with say_to(snakemake.log[0], label) as say, hostdisk.host_disk(w.hsched, inp.data_disk, outdir, say=say) as host:
-    result, measurements = bonnie.run_vm_bonnie(
+    result, measurements = bonnie_vm.run_vm_bonnie(
         kernel=inp.bzimage, initrd=inp.initrd, append=guest_append(vm), accel=accel,
         memory_mib=disk["ram_mib"], cpus=vm["cpus"], data_disk=inp.data_disk, interface=w.disk,
         cache=vm["disk_cache"], io_scheduler=w.gsched, size_mib=disk["size_mib"], ram_mib=disk["ram_mib"], outdir=outdir,
@@ -29,7 +29,7 @@ with say_to(snakemake.log[0], label) as say, hostdisk.host_disk(w.hsched, inp.da
     )
     ticked = tick.measure_run(outdir / "results", tick_hooks, tick_settings, inp.kconfig, where=label)
     say(ticked.describe())
-    guest = bonnie.read_guest_info(outdir / "results")
+    guest = bonnie_vm.read_guest_info(outdir / "results")
     say(f"block write {next(m.value for m in measurements if m.metric == 'block_write_throughput'):.0f} KiB/s "
         f"(clocksource {guest.clocksource}, scheduler {guest.scheduler})")
 write_csv(frame(experiment="disk", target="vm", variant=w.variant, accelerator=accel, disk=w.disk,

@@ -11,7 +11,7 @@ from guestio.exits import schema as exits
 from guestio.exits.backends import backend_for, run_sites, tracer_for
 from guestio.util import write_json_atomic
 from guestio.vm.jobs import accelerator_of, guest_append, qemu_of, say_to, write_provenance
-from guestio.workloads import bonnie, tick
+from guestio.workloads import bonnie_vm, tick
 
 # An interrupted or orphaned job stops its children and tidies up (guestio.lifetime).
 lifetime.die_with_snakemake()
@@ -30,7 +30,7 @@ with say_to(snakemake.log[0], label) as say:
         # The guest's tick, measured and checked (guestio.workloads.tick).
         tick_settings = tick.settings(snakemake.config, w.qemu)
         tick_hooks = tick.hooks_for(tick_settings, backend)
-        bonnie.run_vm_bonnie(
+        bonnie_vm.run_vm_bonnie(
             kernel=inp.bzimage, initrd=inp.initrd, append=guest_append(vm), accel=backend,
             memory_mib=cfg["ram_mib"], data_disk=inp.data_disk, interface=cfg["interface"], cache=vm["disk_cache"],
             io_scheduler=snakemake.params.guest_scheduler,

@@ -8,11 +8,13 @@ always runs).  With ``-q`` bonnie++ writes exactly its CSV line to stdout and
 the human-readable table to stderr; both are kept (``bonnie.csv``,
 ``bonnie.log``).
 
-* :func:`run_native` runs bonnie++ directly on the host, in a directory on the
-  host's own file system under the project's build directory (the lead's choice
+This module holds the command line and the parser; the runs are beside it:
+
+* :func:`guestio.workloads.bonnie_native.run_native` runs bonnie++ directly on the host, in a
+  directory on the host's own file system under the project's build directory (the lead's choice
   of comparable storage: the paper compared the guest with the host's disk),
   with the same -s/-r as the guest.
-* :func:`run_vm_bonnie` runs ``workflow/jobs/bonnie.sh`` in a guest on a fresh
+* :func:`guestio.workloads.bonnie_vm.run_vm_bonnie` runs ``workflow/jobs/bonnie.sh`` in a guest on a fresh
   sparse copy of the formatted data disk, attached as IDE (ata_piix, /dev/sda)
   or virtio-blk (/dev/vda); the copy is deleted afterwards, so the shared image
   is never written and no disk-sized file is left behind.
@@ -65,47 +67,14 @@ caught by the field count, the missing newline or an unparsable last field.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import getpass
 import os
 import re
-import shlex
-import shutil
-import subprocess
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable
 
-from guestio import lifetime
 from guestio.analysis.measurements import Measurement
-from guestio.workloads.memlimit import memory_limited
-from guestio.vm import QEMU_BINARY, DiskSpec, Hooks, RunResult, VMRunError, VMSpec, run_vm
 
-__all__ = [
-    "BONNIE",
-    "CSV_FORMAT_VERSION",
-    "JOB_SCRIPT",
-    "METRICS",
-    "REQUIRED_METRICS",
-    "BonnieParseError",
-    "BonnieRunError",
-    "BonnieRecord",
-    "GuestInfo",
-    "Measurement",
-    "bonnie_args",
-    "guest_device",
-    "native_run_dir",
-    "parse_csv",
-    "parse_csv_file",
-    "parse_record",
-    "read_guest_info",
-    "run_native",
-    "run_vm_bonnie",
-]
-
-BONNIE = "bonnie++"
 CSV_FORMAT_VERSION = "1.98"
 CSV_FIELD_COUNT = 50
 JOB_SCRIPT = Path(__file__).resolve().parents[2] / "jobs" / "bonnie.sh"
@@ -312,286 +281,15 @@ def parse_csv_file(path: os.PathLike | str, *,
     return parse_record(text, str(path), required=required)
 
 
-def _check_size(record: BonnieRecord, size_mib: int, source: str) -> None:
+def check_size(record: BonnieRecord, size_mib: int, source: str) -> None:
     if record.file_size_mib != int(size_mib):
         raise BonnieRunError(f"{source}: bonnie++ reports a {record.file_size_mib} MiB file, "
                              f"but -s {size_mib} was asked for")
 
 
-def _tail(path: Path, lines: int = 15) -> str:
+def output_tail(path: Path, lines: int = 15) -> str:
     try:
         text = path.read_text(errors="replace")
     except OSError:
         return "(unreadable)"
     return "\n".join(text.strip().splitlines()[-lines:]) or "(empty)"
-
-
-# --------------------------------------------------------------------------
-# Native
-
-
-RUN_DIR_PREFIX = "guestio-run-"
-_OWNER_FILE = ".guestio-run"  # flock-held by the run that owns the directory
-
-
-def _sweep_abandoned_runs(directory: Path, say: Callable[[str], None]) -> None:
-    """Remove run directories of earlier native runs that died without tidying up.
-
-    Only directories that a run of this module created (named guestio-run-*,
-    holding its owner file) and whose owner is gone (the owner file's lock is
-    free) are removed; anything else in *directory* is left alone.
-    """
-    for path in sorted(directory.glob(f"{RUN_DIR_PREFIX}*")):
-        owner = path / _OWNER_FILE
-        if path.is_symlink() or not path.is_dir() or not owner.is_file():
-            continue
-        try:
-            fd = os.open(owner, os.O_RDWR | os.O_CLOEXEC)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)  # a live run
-            continue
-        try:
-            say(f"native: removing {path}, left by a run that did not finish")
-            shutil.rmtree(path, ignore_errors=True)
-        finally:
-            os.close(fd)
-
-
-@contextlib.contextmanager
-def native_run_dir(directory: os.PathLike | str,
-                   log: Callable[[str], None] | None = None) -> Iterator[Path]:
-    """A fresh run directory under *directory* (created if needed), removed afterwards.
-
-    The run's directory, ``guestio-run-XXXXXXXX``, is the only thing the run
-    writes under *directory* and the only thing it removes; its owner file
-    stays locked while the run lives, so that a later run can tell an
-    abandoned directory (its owner killed outright) from a live one and
-    remove it.  Nothing else in *directory* is ever touched.
-    """
-    say = log or (lambda msg: None)
-    directory = Path(directory).absolute()
-    directory.mkdir(parents=True, exist_ok=True)
-    _sweep_abandoned_runs(directory, say)
-    run_dir = Path(tempfile.mkdtemp(prefix=RUN_DIR_PREFIX, dir=directory))
-    fd = os.open(run_dir / _OWNER_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield run_dir
-    finally:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        os.close(fd)
-
-
-def run_native(directory: os.PathLike | str, size_mib: int, ram_mib: int,
-               outdir: os.PathLike | str, label: str | None = None, *,
-               timeout_s: float | None = None,
-               log: Callable[[str], None] | None = None,
-               required: Iterable[str] = REQUIRED_METRICS,
-               memory_limit_mib: int | None = None,
-               max_size_mib: int | None = None) -> list[Measurement]:
-    """Run bonnie++ on the host in a fresh run directory under *directory*; raw output into *outdir*.
-
-    *directory* (created if needed) should be on the host's own file system,
-    under the project's build directory.  bonnie++ runs in a run directory
-    of its own under it (:func:`native_run_dir`), which is removed afterwards,
-    also after a failure, a timeout or an interruption; nothing else in
-    *directory* is touched.  *outdir* gets bonnie.csv (stdout), bonnie.log
-    (stderr) and bonnie-cmdline.txt.  Raises BonnieRunError if bonnie++ fails
-    or times out, BonnieParseError if its CSV is unusable (*required*: see
-    :func:`parse_record`).  As root bonnie++ runs with ``-u root``; otherwise
-    as the current user (bonnie++ cannot switch to root then).
-
-    bonnie++ leads its own process group and dies with this process
-    (guestio.lifetime.run): an interrupted run stops bonnie++, removes its
-    file and its memory cgroup before the exception goes on.
-
-    On a host with plenty of RAM the page cache makes the native block read
-    too fast to measure (``+++++``) for any -s that fits in memory (seen here
-    up to -s 4096 on a 24 GiB host).  *memory_limit_mib* runs bonnie++ in a
-    memory cgroup of that size (guestio.workloads.memlimit), so that natively it has as
-    much page cache as the guest it is compared with.
-
-    Even then a fast host disk can finish a required test within bonnie++'s 0.5 s
-    minimum (a 1 GiB read at over 2 GB/s, seen here).  With *max_size_mib* such a run is
-    repeated with twice the file, up to that size and while the file system has room:
-    throughput of a file several times the page cache does not depend on its size, and the
-    time does.  The earlier attempts' CSV lines are kept as ``bonnie-<N>M.csv``, and the size
-    used is a measurement of its own, ``file_size`` (MiB).
-    """
-    say = log or (lambda msg: None)
-    outdir = Path(outdir).absolute()
-    required = tuple(required)
-    # The options are checked before anything is created.
-    bonnie_args(directory, size_mib, ram_mib, label)
-    outdir.mkdir(parents=True, exist_ok=True)
-    csv_path = outdir / "bonnie.csv"
-    size = int(size_mib)
-    while True:
-        _run_native_once(directory, size, ram_mib, outdir, label, timeout_s, say, memory_limit_mib)
-        record = parse_csv_file(csv_path, required=())
-        too_fast = [m for m in required if m in record.too_fast]
-        bigger = 2 * size
-        if not (too_fast and _room_for(directory, bigger, max_size_mib)):
-            break
-        kept = outdir / f"bonnie-{size}M.csv"
-        csv_path.replace(kept)
-        say(f"native: {', '.join(too_fast)} took under bonnie++'s {MIN_TIME_S} s at -s {size} "
-            f"(kept as {kept.name}): again with -s {bigger}")
-        size = bigger
-    record = parse_csv_file(csv_path, required=required)
-    _check_size(record, size, str(csv_path))
-    return [*record.measurements, Measurement("file_size", float(size), "MiB")]
-
-
-def _room_for(directory: os.PathLike | str, size_mib: int, max_size_mib: int | None) -> bool:
-    """Whether a native retry may use a file of size_mib (max_size_mib, free space)."""
-    if max_size_mib is None or size_mib > max_size_mib:
-        return False
-    free_mib = shutil.disk_usage(directory).free // (1 << 20)
-    return free_mib >= size_mib + 256  # room for bonnie's file and a margin
-
-
-def _run_native_once(directory, size_mib: int, ram_mib: int, outdir: Path, label, timeout_s,
-                     say: Callable[[str], None], memory_limit_mib: int | None) -> None:
-    user = "root" if os.geteuid() == 0 else getpass.getuser()
-    csv_path, log_path = outdir / "bonnie.csv", outdir / "bonnie.log"
-    limit = memory_limited(memory_limit_mib) if memory_limit_mib else contextlib.nullcontext(None)
-    with native_run_dir(directory, say) as run_dir, limit as enter_cgroup, \
-            open(csv_path, "wb") as out, open(log_path, "wb") as err:
-        argv = [BONNIE, *bonnie_args(run_dir, size_mib, ram_mib, label, user=user)]
-        (outdir / "bonnie-cmdline.txt").write_text(shlex.join(argv) + "\n")
-        say(f"native: {shlex.join(argv)}")
-        try:
-            proc = lifetime.run(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                cwd=run_dir, timeout=timeout_s, preexec_fn=enter_cgroup)
-        except FileNotFoundError:
-            raise BonnieRunError(f"{BONNIE} not found on the host (apt-get install bonnie++)") \
-                from None
-        except subprocess.TimeoutExpired:
-            raise BonnieRunError(f"native bonnie++ did not finish within {timeout_s} s "
-                                 f"(killed; output in {outdir})") from None
-    if proc.returncode != 0:
-        raise BonnieRunError(f"native bonnie++ exited with status {proc.returncode} "
-                             f"({outdir}); its stderr:\n{_tail(log_path)}")
-
-
-# --------------------------------------------------------------------------
-# Guest
-
-
-def guest_device(interface: str) -> str:
-    """The guest's block device for the only data disk on *interface*."""
-    devices = {"ide": "/dev/sda", "virtio": "/dev/vda"}
-    try:
-        return devices[interface]
-    except KeyError:
-        raise ValueError(f"disk interface must be one of {', '.join(devices)}, "
-                         f"not {interface!r}") from None
-
-
-@dataclass(frozen=True)
-class GuestInfo:
-    """What bonnie.sh recorded beside the benchmark."""
-    scheduler: str                   # the effective I/O scheduler (the one in brackets)
-    schedulers: tuple[str, ...]      # all the kernel offered for the device
-    clocksource: str                 # before bonnie++ ran
-    clocksource_after: str           # after it ran ("" if not recorded)
-    interrupts_before: str = field(repr=False, default="")
-    interrupts_after: str = field(repr=False, default="")
-
-
-def read_guest_info(results_dir: os.PathLike | str) -> GuestInfo:
-    """Read scheduler.txt, clocksource*.txt and the /proc/interrupts snapshots of a guest run."""
-    results = Path(results_dir)
-    line = (results / "scheduler.txt").read_text().strip()
-    effective = re.search(r"\[([^\]]+)\]", line)
-    # A device without a queue scheduler choice prints just "none".
-    scheduler = effective.group(1) if effective else line
-    schedulers = tuple(s.strip("[]") for s in line.split())
-
-    def read(name: str) -> str:
-        with contextlib.suppress(FileNotFoundError):
-            return (results / name).read_text()
-        return ""
-
-    return GuestInfo(scheduler, schedulers, (results / "clocksource.txt").read_text().strip(),
-                     read("clocksource-after.txt").strip(),
-                     read("interrupts-before.txt"), read("interrupts-after.txt"))
-
-
-def run_vm_bonnie(*, kernel: os.PathLike | str, initrd: os.PathLike | str, append: str,
-                  accel: str, memory_mib: int, data_disk: os.PathLike | str,
-                  interface: str = "ide", cache: str = "none", size_mib: int, ram_mib: int,
-                  io_scheduler: str | None = None, outdir: os.PathLike | str,
-                  boot_timeout_s: float, job_timeout_s: float,
-                  log: Callable[[str], None] | None = None, cpus: int = 1,
-                  label: str | None = None, mount_opts: str | None = None,
-                  machine_opts: str = "", required: Iterable[str] = REQUIRED_METRICS,
-                  hooks: Iterable[Hooks] = (), qemu: str = QEMU_BINARY,
-                  firmware_dir: str | None = None, run_label: str | None = None,
-                  host_disk: os.PathLike | str | None = None,
-                  ) -> tuple[RunResult, list[Measurement]]:
-    """Run bonnie++ in a guest on a fresh copy of *data_disk*; return (RunResult, measurements).
-
-    *data_disk* is a raw image holding an ext4 file system (guestio.build.disk.make_data_disk);
-    it is copied sparsely to OUTDIR/data-disk.img, which the guest gets as its only disk
-    (*interface* ide -> /dev/sda, virtio -> /dev/vda; QEMU cache mode *cache*) and which
-    is deleted when the run is over, however it ends.  OUTDIR/params holds the job's
-    parameters; the VM lifecycle writes its files there and the guest's files go to OUTDIR/results
-    (bonnie.csv, bonnie.log, job.log, scheduler.txt, clocksource.txt, interrupts-*.txt).
-
-    Raises VMRunError (naming OUTDIR, the job's error and the serial tail) if the run does
-    not end "ok", BonnieParseError (naming OUTDIR/results/bonnie.csv) if the guest's CSV is
-    unusable (*required*: see :func:`parse_record`).  *hooks* act around the run (the
-    exitcount plugin, a KVM tracer: :class:`guestio.vm.hooks.Hooks`).  *host_disk*: a block
-    device already holding a copy of *data_disk* (a loop device with a host I/O scheduler,
-    guestio.workloads.hostdisk) that the guest gets instead of a fresh copy.
-    """
-    device = guest_device(interface)
-    # The same options as natively; the job script spells them out the same way.
-    bonnie_args("/mnt/data", size_mib, ram_mib, label)
-    if io_scheduler is not None and not re.match(r"^[a-z0-9-]+$", io_scheduler):
-        raise ValueError(f"I/O scheduler name {io_scheduler!r} is not valid")
-    data_disk = Path(data_disk)
-    if not data_disk.is_file():
-        raise FileNotFoundError(2, "data disk image not found", str(data_disk))
-    outdir = Path(outdir).absolute()
-    outdir.mkdir(parents=True, exist_ok=True)
-
-    params = {"DEVICE": device, "SIZE_MIB": str(int(size_mib)), "RAM_MIB": str(int(ram_mib))}
-    if io_scheduler:
-        params["IO_SCHEDULER"] = io_scheduler
-    if mount_opts:
-        params["MOUNT_OPTS"] = mount_opts
-    if label:
-        params["LABEL"] = label
-    params_path = outdir / "params"
-    params_path.write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in params.items()))
-
-    copy = outdir / "data-disk.img"
-    spec = VMSpec(kernel=Path(kernel), initrd=Path(initrd), append=append, accel=accel,
-                  memory_mib=int(memory_mib), cpus=int(cpus), machine_opts=machine_opts,
-                  job=JOB_SCRIPT, inputs={"params": params_path},
-                  disks=[DiskSpec(path=copy, interface=interface, cache=cache, copy_of=data_disk)
-                         if host_disk is None else DiskSpec(path=Path(host_disk), interface=interface, cache=cache)],
-                  qemu=qemu, firmware_dir=firmware_dir)
-    result = run_vm(spec, outdir, boot_timeout_s=boot_timeout_s, job_timeout_s=job_timeout_s,
-                    log=log, hooks=hooks, label=run_label or f"bonnie++ in {outdir.name}")
-
-    results = outdir / "results"
-    if not result.ok:
-        detail = ""
-        job_log = results / "job.log"
-        if job_log.is_file():
-            errors = [ln for ln in job_log.read_text(errors="replace").splitlines()
-                      if "error" in ln.lower()]
-            detail = "; job log: " + (" | ".join(errors[-3:]) if errors else _tail(job_log, 3))
-        raise VMRunError(f"bonnie++ guest run in {outdir}", result, outdir, detail)
-    record = parse_csv_file(results / "bonnie.csv", required=required)
-    _check_size(record, size_mib, str(results / "bonnie.csv"))
-    return result, record.measurements

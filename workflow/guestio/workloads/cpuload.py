@@ -18,7 +18,7 @@ import re
 import shlex
 from pathlib import Path
 
-from guestio.workloads.bonnie import Measurement
+from guestio.analysis.measurements import Measurement
 
 __all__ = ["JOB_SCRIPT", "CpuLoadError", "job_params", "write_params", "parse_sysbench", "read_result"]
 

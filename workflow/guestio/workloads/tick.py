@@ -278,8 +278,8 @@ class TickMeasurement:
                 "guest_tick_per_wall": self.guest_tick_s / self.wall_s if self.wall_s else None}
 
     def measurements(self) -> list:
-        """Rows for the run's long-form table (guestio.workloads.bonnie.Measurement)."""
-        from guestio.workloads.bonnie import Measurement
+        """Rows for the run's long-form table (guestio.analysis.measurements.Measurement)."""
+        from guestio.analysis.measurements import Measurement
 
         return [Measurement("timer_interrupt_rate", round(self.rate_hz, 3), "Hz"),
                 Measurement("timer_intended_rate", self.intended_hz, "Hz"),
