@@ -16,8 +16,8 @@ import yaml
 
 from conftest import REPO, SNAKEMAKE, job_counts
 from guestio.analysis.measurements import COLUMNS, Measurement, read_csv
-from guestio.net import testbed
-from guestio.net.testbed import Addresses, NotRootError, Shape, TestbedError
+from guestio.net import NotRootError, TestbedError, namespaces, testbed
+from guestio.net.testbed import Addresses, Shape
 from guestio.workloads import netbench, netbench_counters, netbench_parsers, netbench_records, netbench_session
 
 DATA = Path(__file__).parent / "data" / "net"
@@ -173,11 +173,11 @@ def test_addresses_are_private_and_in_order():
 
 def test_not_root_is_refused_before_anything_is_built(monkeypatch):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    before = testbed.guestio_namespaces()
+    before = namespaces.guestio_namespaces()
     with pytest.raises(NotRootError, match="needs root.*uid is 1000"):
         with testbed.Testbed():
             pass
-    assert testbed.guestio_namespaces() == before
+    assert namespaces.guestio_namespaces() == before
 
 
 def test_shape_and_mitigation_come_from_config():

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from conftest import REPO, TEST_RESULTS, TEST_RESULTS_REL, build_or_fail, snakemake
-from guestio.net import testbed
-from guestio.net.testbed import Testbed, TestbedError
+from guestio.net import TestbedError, namespaces
+from guestio.net.testbed import Testbed
 
 pytestmark = [pytest.mark.boot,
               pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")]
@@ -30,16 +30,16 @@ PYTHON = sys.executable
 @pytest.fixture
 def machine_state():
     """The machine's network state before the test; the test must leave it so."""
-    before = testbed.machine_network_state()
+    before = namespaces.machine_network_state()
     yield before
-    after = testbed.machine_network_state()
+    after = namespaces.machine_network_state()
     assert after == before, f"network state changed:\nbefore {before}\nafter  {after}"
 
 
 def _wait_for_namespaces(n: int, timeout_s: float = 60, proc: subprocess.Popen | None = None) -> list[str]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        found = testbed.guestio_namespaces()
+        found = namespaces.guestio_namespaces()
         if len(found) >= n:
             return found
         if proc is not None and proc.poll() is not None:
@@ -51,7 +51,7 @@ def _wait_for_namespaces(n: int, timeout_s: float = 60, proc: subprocess.Popen |
 def test_testbed_links_hosts_and_leaves_nothing(machine_state):
     with Testbed(log=lambda m: None) as tb:
         ns = set(tb.namespaces.values())
-        assert ns <= set(testbed.guestio_namespaces())
+        assert ns <= set(namespaces.guestio_namespaces())
         r = tb.run("hosta", ["ping", "-c", "3", "-i", "0.05", "-q", tb.addresses.hostb], timeout=20)
         assert r.returncode == 0 and " 0% packet loss" in r.stdout
         links_b = subprocess.run(["ip", "-n", tb.namespaces["hostb"], "-o", "link"], capture_output=True,
@@ -59,30 +59,30 @@ def test_testbed_links_hosts_and_leaves_nothing(machine_state):
         assert "tap0" in links_b and "br0" in links_b and "master br0" in links_b
         assert "tbf" in tb.describe()["link"]["qdiscs"]["hosta"]
         # The machine's own namespace gained nothing: no veth, tap or bridge, no route to the subnet.
-        assert testbed.machine_network_state()["links"] == machine_state["links"]
-        assert testbed.machine_network_state()["routes"] == machine_state["routes"]
-    assert not ns & set(testbed.guestio_namespaces())
+        assert namespaces.machine_network_state()["links"] == machine_state["links"]
+        assert namespaces.machine_network_state()["routes"] == machine_state["routes"]
+    assert not ns & set(namespaces.guestio_namespaces())
 
 
 def _guestio_files_in_run_and_tmp() -> list[str]:
     import tempfile
-    found = [str(p) for p in (testbed.NETNS_DIR, testbed.LOCK_DIR) if p.exists()]
-    return found + [str(p) for p in Path(tempfile.gettempdir()).glob(f"{testbed.TMP_PREFIX}*")]
+    found = [str(p) for p in (namespaces.NETNS_DIR, namespaces.LOCK_DIR) if p.exists()]
+    return found + [str(p) for p in Path(tempfile.gettempdir()).glob(f"{namespaces.TMP_PREFIX}*")]
 
 
 @pytest.mark.parametrize("fails", [False, True], ids=["finished", "failed"])
 def test_a_testbed_leaves_nothing_in_run_and_tmp(machine_state, fails):
     # /run/netns may be the host's own (any `ip netns add` makes it): the testbed must leave /run
     # and /tmp as it found them, whatever was there.
-    before, mounts = _guestio_files_in_run_and_tmp(), testbed._netns_mounts()
+    before, mounts = _guestio_files_in_run_and_tmp(), namespaces.netns_mounts()
     with pytest.raises(RuntimeError, match="boom") if fails else contextlib.nullcontext():
         with Testbed(log=lambda m: None) as tb:
             wrapper = Path(tb.qemu_wrapper("/usr/bin/true"))
-            assert wrapper.is_file() and testbed.NETNS_DIR.is_dir() and testbed.LOCK_DIR.is_dir()
+            assert wrapper.is_file() and namespaces.NETNS_DIR.is_dir() and namespaces.LOCK_DIR.is_dir()
             if fails:
                 raise RuntimeError("boom")
     assert _guestio_files_in_run_and_tmp() == before
-    assert testbed._netns_mounts() == mounts
+    assert namespaces.netns_mounts() == mounts
 
 
 def test_a_killed_testbeds_tmp_dir_goes_with_the_sweep(machine_state, tmp_path):
@@ -97,7 +97,7 @@ def test_a_killed_testbeds_tmp_dir_goes_with_the_sweep(machine_state, tmp_path):
         proc.wait()
         left = set(_guestio_files_in_run_and_tmp()) - set(before)
         assert len(left) == 3 - len(before), left    # /run/netns (unless the host had it), /run/guestio-net, the wrapper's dir
-        testbed.cleanup_stale(log=lambda m: None)
+        namespaces.cleanup_stale(log=lambda m: None)
         assert _guestio_files_in_run_and_tmp() == before
     finally:
         if proc.poll() is None:
@@ -162,13 +162,13 @@ def test_killed_holder_is_swept_by_the_next_testbed(machine_state, tmp_path):
     try:
         while "READY" not in proc.stdout.readline():
             assert proc.poll() is None, "the holder died before its testbed was up"
-        left = testbed.guestio_namespaces()
+        left = namespaces.guestio_namespaces()
         assert len(left) >= 2
         proc.kill()  # SIGKILL: no clean-up can run
         proc.wait()
         time.sleep(0.2)
-        assert set(left) <= set(testbed.guestio_namespaces()), "the namespaces of a killed run stay..."
-        removed = testbed.cleanup_stale(log=lambda m: None)
+        assert set(left) <= set(namespaces.guestio_namespaces()), "the namespaces of a killed run stay..."
+        removed = namespaces.cleanup_stale(log=lambda m: None)
         assert set(left) <= set(removed), "...until the next testbed sweeps them"
     finally:
         if proc.poll() is None:
@@ -178,8 +178,8 @@ def test_killed_holder_is_swept_by_the_next_testbed(machine_state, tmp_path):
 
 def test_a_live_testbed_is_not_swept(machine_state):
     with Testbed(log=lambda m: None) as tb:
-        assert testbed.cleanup_stale(log=lambda m: None) == []
-        assert set(tb.namespaces.values()) <= set(testbed.guestio_namespaces())
+        assert namespaces.cleanup_stale(log=lambda m: None) == []
+        assert set(tb.namespaces.values()) <= set(namespaces.guestio_namespaces())
 
 
 # -- through the pipeline ------------------------------------------------------------------------

@@ -28,7 +28,7 @@ machine::
   runs on errors and on SIGTERM/SIGINT (which guestio.lifetime turns into an
   exception).  A run killed outright (SIGKILL) cannot tidy up: each testbed holds
   an flock on ``/run/guestio-net/<tag>.lock`` while it lives, and the next testbed
-  (or :func:`cleanup_stale`) removes every ``guestio-net-*`` namespace whose lock
+  (or :func:`guestio.net.namespaces.cleanup_stale`) removes every ``guestio-net-*`` namespace whose lock
   is free before it builds its own.
 * What the testbeds leave in /run and /tmp goes with them: the lock files, the QEMU wrapper's
   directory (``/tmp/guestio-net-<tag>-*``), and, when the last testbed closes, ``/run/netns``
@@ -38,6 +38,8 @@ machine::
   ``flock`` on /run itself keeps two testbeds' set-up and tear-down of these apart.
 * Namespaces need root (CAP_SYS_ADMIN, CAP_NET_ADMIN): :func:`require_root` refuses
   with a clear message otherwise.
+
+What the machine has, and the leftovers of killed runs, are :mod:`guestio.net.namespaces`.
 """
 
 from __future__ import annotations
@@ -49,42 +51,27 @@ import ipaddress
 import os
 import secrets
 import shlex
+import shutil
 import signal
 import stat
 import subprocess
-import json
-import shutil
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
-from guestio.util import lock_is_held, write_json_atomic
+from guestio.net import NotRootError, TestbedError
+from guestio.net.namespaces import (LOCK_DIR, NETNS_DIR, NS_PREFIX, TERM_WAIT_S, TMP_PREFIX, cleanup_stale,
+                                    delete_namespace, note_netns_dir, restore_shared_dirs, run_command,
+                                    shared_dirs_lock)
 
-__all__ = ["NS_PREFIX", "LOCK_DIR", "NETNS_DIR", "TestbedError", "NotRootError", "Shape", "Addresses",
-           "Testbed", "require_root", "cleanup_stale", "guestio_namespaces", "machine_network_state"]
-
-NS_PREFIX = "guestio-net-"
-LOCK_DIR = Path("/run/guestio-net")
-NETNS_DIR = Path("/run/netns")
 LINK = "link0"      # the veth end in each namespace
 BRIDGE = "br0"      # HostB's bridge: its veth end and the guest's tap
 TAP = "tap0"        # the guest's tap, in HostB
 ROLES = ("hosta", "hostb")
-TERM_WAIT_S = 3.0
 CLONE_NEWNET = 0x40000000
-
-
-class TestbedError(RuntimeError):
-    """The testbed cannot be built or used (the message says which step and why)."""
-
-    __test__ = False  # not a pytest class (its name starts with "Test")
-
-
-class NotRootError(TestbedError):
-    pass
 
 
 def require_root(what: str = "the network testbed") -> None:
@@ -92,15 +79,6 @@ def require_root(what: str = "the network testbed") -> None:
         raise NotRootError(
             f"{what} needs root: it creates network namespaces, a veth pair, a bridge and a tap "
             f"(CAP_SYS_ADMIN and CAP_NET_ADMIN); run the pipeline as root (uid is {os.geteuid()})")
-
-
-def _run(argv: Sequence[str], *, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
-    result = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
-                            stdin=subprocess.DEVNULL)
-    if check and result.returncode != 0:
-        raise TestbedError(f"`{shlex.join(argv)}` failed (exit {result.returncode}): "
-                           f"{(result.stderr or result.stdout).strip()}")
-    return result
 
 
 @dataclass(frozen=True)
@@ -142,181 +120,6 @@ class Addresses:
         if len(hosts) < 3:
             raise TestbedError(f"network.subnet {subnet!r} has room for fewer than 3 hosts")
         return cls(hosts[0], hosts[1], hosts[2], net.prefixlen)
-
-
-# --------------------------------------------------------------------------------------------
-# What the machine has, and the leftovers of killed runs
-
-
-def guestio_namespaces() -> list[str]:
-    """The testbeds' namespaces on this machine (``guestio-net-*`` under /run/netns)."""
-    try:
-        return sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(NS_PREFIX))
-    except FileNotFoundError:
-        return []
-
-
-def machine_network_state() -> dict:
-    """The machine's namespaces, its own links and routes, and the netns mounts: a test
-    compares this before and after a run."""
-    def out(argv):
-        r = subprocess.run(argv, capture_output=True, text=True)
-        return r.stdout
-    links = sorted(ln.split(":", 2)[1].strip().split("@")[0] for ln in out(["ip", "-o", "link", "show"]).splitlines()
-                   if ln.strip())
-    try:
-        namespaces = sorted(os.listdir(NETNS_DIR))
-    except FileNotFoundError:
-        namespaces = []
-    mounts = sorted(ln.split()[4] for ln in Path("/proc/self/mountinfo").read_text().splitlines()
-                    if "/run/netns" in ln.split()[4])
-    return {
-        "namespaces": namespaces,
-        "run_dirs": {str(d): d.is_dir() for d in (NETNS_DIR, LOCK_DIR)},
-        "tmp_dirs": sorted(d.name for d in Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}*")),
-        "links": links,
-        "addresses": sorted(out(["ip", "-o", "addr", "show"]).splitlines()),
-        "routes": sorted(out(["ip", "route", "show", "table", "all"]).splitlines()),
-        "netns_mounts": mounts,
-        "locks": sorted(os.listdir(LOCK_DIR)) if LOCK_DIR.is_dir() else [],
-    }
-
-
-def _tag_of(namespace: str) -> str:
-    return namespace[len(NS_PREFIX):].rsplit("-", 1)[0]
-
-
-def _ns_pids(namespace: str) -> list[int]:
-    r = _run(["ip", "netns", "pids", namespace], check=False)
-    return [int(p) for p in r.stdout.split() if p.isdigit()]
-
-
-def _kill_all(pids: Iterable[int], wait_s: float = TERM_WAIT_S) -> None:
-    pids = [p for p in pids if p != os.getpid()]
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for p in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(p, sig)
-        deadline = time.monotonic() + wait_s
-        while pids and time.monotonic() < deadline:
-            pids = [p for p in pids if _alive(p)]
-            if pids:
-                time.sleep(0.05)
-        if not pids:
-            return
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state != "Z"
-
-
-def _delete_namespace(namespace: str) -> None:
-    _kill_all(_ns_pids(namespace))
-    r = _run(["ip", "netns", "delete", namespace], check=False)
-    if r.returncode != 0 and (NETNS_DIR / namespace).exists():
-        raise TestbedError(f"cannot delete namespace {namespace}: {r.stderr.strip()}")
-
-
-#: The first testbed's note of /run/netns as it found it: {"existed": bool, "mounted": bool}.
-NETNS_NOTE = LOCK_DIR / "netns-dir.json"
-TMP_PREFIX = NS_PREFIX   # the QEMU wrapper's directory: <tmp>/guestio-net-<tag>-XXXX
-
-
-@contextlib.contextmanager
-def _shared_dirs_lock():
-    """Serialise the set-up and tear-down of /run/guestio-net and /run/netns between testbeds
-    (flock on /run itself: no file of ours to leave behind)."""
-    fd = os.open(LOCK_DIR.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _netns_mounts() -> int:
-    """How many mounts sit on /run/netns itself (``ip netns add`` bind-mounts it on itself)."""
-    target = str(NETNS_DIR)
-    return sum(1 for ln in Path("/proc/self/mountinfo").read_text().splitlines() if ln.split()[4] == target)
-
-
-def _note_netns_dir() -> None:
-    """Before the first testbed: note whether /run/netns exists and is a mount (kept across a kill)."""
-    if not NETNS_NOTE.exists():
-        write_json_atomic(NETNS_NOTE, {"existed": NETNS_DIR.is_dir(),
-                                       "mounted": NETNS_DIR.is_dir() and _netns_mounts() > 0})
-
-
-def _live_testbeds() -> list[Path]:
-    return [lock for lock in LOCK_DIR.glob("*.lock") if lock_is_held(lock)] if LOCK_DIR.is_dir() else []
-
-
-def _restore_shared_dirs(log: Callable[[str], None]) -> None:
-    """With no testbed left: /run/netns and /run/guestio-net as the first testbed found them."""
-    if _live_testbeds() or guestio_namespaces():
-        return
-    try:
-        note = json.loads(NETNS_NOTE.read_text())
-    except (OSError, ValueError):
-        note = None
-    if note is not None:
-        if not note.get("mounted"):
-            for _ in range(_netns_mounts()):
-                r = _run(["umount", str(NETNS_DIR)], check=False)
-                if r.returncode != 0:
-                    log(f"could not unmount {NETNS_DIR} (ip netns mounted it): {r.stderr.strip()}; "
-                        f"run: umount {NETNS_DIR}")
-                    break
-        if not note.get("existed") and NETNS_DIR.is_dir() and _netns_mounts() == 0:
-            with contextlib.suppress(OSError):   # not empty: someone else's namespace is there now
-                NETNS_DIR.rmdir()
-        NETNS_NOTE.unlink(missing_ok=True)
-    if LOCK_DIR.is_dir():
-        for lock in LOCK_DIR.glob("*.lock"):
-            lock.unlink(missing_ok=True)   # none is held (above)
-        with contextlib.suppress(OSError):
-            LOCK_DIR.rmdir()
-
-
-def _stale_tmp_dirs() -> list[Path]:
-    """QEMU wrapper directories of testbeds whose owner is gone."""
-    stale = []
-    for d in Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}*"):
-        parts = d.name[len(TMP_PREFIX):].split("-")
-        if len(parts) >= 3 and d.is_dir() and not d.is_symlink() \
-                and not lock_is_held(LOCK_DIR / f"{parts[0]}-{parts[1]}.lock"):
-            stale.append(d)
-    return stale
-
-
-def cleanup_stale(log: Callable[[str], None] = print, restore: bool = True) -> list[str]:
-    """Remove the namespaces, lock files and temporary directories of testbeds whose owner is
-    gone; with ``restore`` and no testbed left, /run/netns and /run/guestio-net too."""
-    removed = []
-    for namespace in guestio_namespaces():
-        tag = _tag_of(namespace)
-        if not lock_is_held(LOCK_DIR / f"{tag}.lock"):
-            log(f"removing namespace {namespace} left by a run that was killed")
-            _delete_namespace(namespace)
-            removed.append(namespace)
-    if LOCK_DIR.is_dir():
-        live = {_tag_of(n) for n in guestio_namespaces()}
-        for lock in LOCK_DIR.glob("*.lock"):
-            if lock.stem not in live and not lock_is_held(lock):
-                with contextlib.suppress(FileNotFoundError):
-                    lock.unlink()
-    for d in _stale_tmp_dirs():
-        log(f"removing {d} left by a run that was killed")
-        shutil.rmtree(d, ignore_errors=True)
-    if restore:
-        with _shared_dirs_lock():
-            _restore_shared_dirs(log)
-    return removed
 
 
 # --------------------------------------------------------------------------------------------
@@ -375,9 +178,9 @@ class Testbed:
                        + ["/usr/sbin", "/sbin", "/usr/bin"]):
                 raise TestbedError(f"{tool} not found (iproute2 / util-linux; see envs/debian-packages.txt)")
         cleanup_stale(self.log, restore=False)
-        with _shared_dirs_lock():
+        with shared_dirs_lock():
             LOCK_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
-            _note_netns_dir()
+            note_netns_dir()
             self._lock_fd = os.open(LOCK_DIR / f"{self.tag}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             os.write(self._lock_fd, f"{os.getpid()}\n".encode())
@@ -388,13 +191,13 @@ class Testbed:
             raise
 
     def _ip(self, role: str | None, *args: str) -> None:
-        _run(["ip", *(["-n", self.namespaces[role]] if role else []), *args])
+        run_command(["ip", *(["-n", self.namespaces[role]] if role else []), *args])
 
     def _build(self) -> None:
         a, b = self.namespaces["hosta"], self.namespaces["hostb"]
         ad = self.addresses
         for ns in (a, b):
-            _run(["ip", "netns", "add", ns])
+            run_command(["ip", "netns", "add", ns])
         self._built = True
         # Both ends are created inside their namespaces: nothing appears in the machine's own.
         self._ip("hosta", "link", "add", LINK, "type", "veth", "peer", "name", LINK, "netns", b)
@@ -417,8 +220,9 @@ class Testbed:
         """Until HostA reaches HostB: the bridge port must have left the learning state."""
         deadline = time.monotonic() + timeout_s
         while True:
-            state = _run(["bridge", "-n", self.namespaces["hostb"], "link", "show", "dev", LINK], check=False).stdout
-            if "forwarding" in state and _run([*self.enter("hosta"), "ping", "-c", "1", "-W", "1", "-q",
+            state = run_command(["bridge", "-n", self.namespaces["hostb"], "link", "show", "dev", LINK],
+                                check=False).stdout
+            if "forwarding" in state and run_command([*self.enter("hosta"), "ping", "-c", "1", "-W", "1", "-q",
                                                 self.addresses.hostb], check=False).returncode == 0:
                 return
             if time.monotonic() > deadline:
@@ -430,18 +234,18 @@ class Testbed:
         ns, s = self.namespaces[role], self.shape
         tc = ["tc", "-n", ns, "qdisc", "add", "dev", LINK]
         if s.delay:
-            r = _run([*tc, "root", "handle", "1:", "netem", "delay", s.delay], check=False)
+            r = run_command([*tc, "root", "handle", "1:", "netem", "delay", s.delay], check=False)
             if r.returncode != 0:
                 raise TestbedError(f"network.link.delay {s.delay!r}: tc netem failed on this kernel "
                                    f"({r.stderr.strip()}); sch_netem is needed for a delay, or set no delay")
             if s.rate:
-                _run([*tc, "parent", "1:1", "handle", "10:", "tbf", "rate", s.rate, "burst", s.burst,
+                run_command([*tc, "parent", "1:1", "handle", "10:", "tbf", "rate", s.rate, "burst", s.burst,
                       "latency", s.latency])
         elif s.rate:
-            r = _run([*tc, "root", "tbf", "rate", s.rate, "burst", s.burst, "latency", s.latency], check=False)
+            r = run_command([*tc, "root", "tbf", "rate", s.rate, "burst", s.burst, "latency", s.latency], check=False)
             if r.returncode != 0:
                 raise TestbedError(f"network.link.rate {s.rate!r}: tc tbf failed ({r.stderr.strip()})")
-        self._qdiscs[role] = _run(["tc", "-n", ns, "qdisc", "show", "dev", LINK]).stdout.strip()
+        self._qdiscs[role] = run_command(["tc", "-n", ns, "qdisc", "show", "dev", LINK]).stdout.strip()
 
     def shape_text(self) -> str:
         parts = [f"rate {self.shape.rate}" if self.shape.rate else "not rate-limited"]
@@ -461,7 +265,7 @@ class Testbed:
                 for ns in self.namespaces.values():
                     try:
                         if (NETNS_DIR / ns).exists():
-                            _delete_namespace(ns)
+                            delete_namespace(ns)
                     except TestbedError as exc:
                         errors.append(str(exc))
                 self._built = False
@@ -469,12 +273,12 @@ class Testbed:
                 shutil.rmtree(self._tmp, ignore_errors=True)
                 self._tmp = None
             if self._lock_fd is not None:
-                with _shared_dirs_lock():
+                with shared_dirs_lock():
                     with contextlib.suppress(FileNotFoundError):
                         (LOCK_DIR / f"{self.tag}.lock").unlink()
                     os.close(self._lock_fd)
                     self._lock_fd = None
-                    _restore_shared_dirs(self.log)
+                    restore_shared_dirs(self.log)
             if errors:
                 raise TestbedError("; ".join(errors))
         finally:
@@ -578,5 +382,5 @@ class Testbed:
                      "tbf_latency": self.shape.latency if self.shape.rate else None,
                      "qdiscs": dict(self._qdiscs)},
             "guest_attachment": f"{TAP} on bridge {BRIDGE} in HostB with HostB's veth end",
-            "iproute2": _run(["ip", "-V"], check=False).stdout.strip(),
+            "iproute2": run_command(["ip", "-V"], check=False).stdout.strip(),
         }
