@@ -28,7 +28,8 @@ import yaml
 
 from conftest import REPO, job_counts, snakemake
 from guestio.build import offline
-from guestio.build.qemu import HOST_BINARY, check_binary, describe_host, load_build
+from guestio.build.qemu import HOST_BINARY, load_build
+from guestio.build.qemu_variant import check_binary, describe_host
 from guestio.report.kvm_acceptance import ExitRun, evaluate
 
 PROFILE = REPO / "config" / "kvm-acceptance.yaml"

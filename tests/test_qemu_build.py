@@ -23,7 +23,7 @@ import yaml
 from conftest import REPO, SNAKEMAKE
 from guestio import config as gconfig
 from guestio.build import patches
-from guestio.build import qemu
+from guestio.build import qemu, qemu_variant
 from guestio.util import sha256_file
 
 DEFAULT_CONFIG = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
@@ -75,7 +75,7 @@ def fake(tmp_path):
 
 
 def _build(fake, layers: list[str]):
-    return qemu.build_variant(
+    return qemu_variant.build_variant(
         variant="test", layers=layers, layers_root=fake["layers"], pristine=fake["pristine"],
         source=fake["source"], workdir=fake["tmp"] / "work", outdir=fake["tmp"] / "out", jobs=1,
         ccache_dir=None, log_path=fake["tmp"] / "build.log")
@@ -225,7 +225,7 @@ def test_dsc_checksums_are_read(tmp_path):
 def test_host_binary_record_describes_the_distribution_binary(tmp_path):
     if not Path(qemu.HOST_BINARY).is_file():
         pytest.skip("no host QEMU")
-    record = qemu.describe_host("stock", tmp_path)
+    record = qemu_variant.describe_host("stock", tmp_path)
     assert record["kind"] == "host" and record["patches"] == [] and record["firmware_dir"] is None
     assert record["sha256"] == sha256_file(qemu.HOST_BINARY)
     assert record["version"].startswith("7.2")
@@ -308,7 +308,7 @@ def _build_counting_ccache(variant: str, layers: list[str], tmp_path: Path) -> t
     ccache hits and misses."""
     source = json.loads((RESULTS / "qemu" / "source.json").read_text())
     ccache = Path(yaml.safe_load((REPO / "config" / "config.yaml").read_text())["qemu"]["ccache_dir"]).expanduser()
-    env = qemu.build_env(ccache)
+    env = qemu_variant.build_env(ccache)
 
     def stats() -> dict[str, int]:
         out = subprocess.run(["ccache", "--print-stats"], env=env, capture_output=True, text=True, check=True)
@@ -316,7 +316,7 @@ def _build_counting_ccache(variant: str, layers: list[str], tmp_path: Path) -> t
 
     tmp_path.mkdir(parents=True, exist_ok=True)
     before = stats()
-    record = qemu.build_variant(
+    record = qemu_variant.build_variant(
         variant=variant, layers=layers, layers_root=REPO / "workflow" / "qemu" / "layers",
         pristine=REPO / "build" / "src" / "qemu", source=source, workdir=tmp_path / "work",
         outdir=tmp_path / "out", jobs=os.cpu_count() or 1, ccache_dir=ccache, log_path=tmp_path / "build.log")
@@ -362,6 +362,6 @@ def test_the_build_hashes_paths_relative_to_its_own_work_directory(tmp_path, mon
     /: with / the objects' -I/usr/include/glib-2.0 would be hashed as ../../../usr/include/...,
     which differs with the depth of the clone (a fresh clone elsewhere: 6 hits, 937 misses)."""
     monkeypatch.setenv("CCACHE_BASEDIR", "/")
-    env = qemu.build_env(tmp_path / "cache", tmp_path / "build" / "qemu" / "stock")
+    env = qemu_variant.build_env(tmp_path / "cache", tmp_path / "build" / "qemu" / "stock")
     assert env["CCACHE_BASEDIR"] == str((tmp_path / "build" / "qemu" / "stock").resolve())
     assert env["CCACHE_CONFIGPATH"] == str(tmp_path / "cache" / "ccache.conf")

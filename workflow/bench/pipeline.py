@@ -34,7 +34,7 @@ import yaml
 from guestio.build import disk
 from guestio.build.image import initramfs
 from guestio.build import kernel
-from guestio.build import qemu
+from guestio.build import qemu, qemu_variant
 from guestio import provenance
 from guestio.report import cost
 from guestio.exits.tcg.overhead import measure_overhead
@@ -96,7 +96,7 @@ def part_qemu(work: Path, args) -> tuple[list[list[str]], str]:
         load = _load()
         shutil.rmtree(work / "qemu", ignore_errors=True)
         print(f"QEMU {variant} build, {tag} ({load})...", flush=True)
-        record = qemu.build_variant(
+        record = qemu_variant.build_variant(
             variant=variant, layers=CONFIG["qemu"]["variants"][variant],
             layers_root=REPO / "workflow" / "qemu" / "layers", pristine=pristine,
             source=source, workdir=work / "qemu", outdir=work / "out" / tag, jobs=os.cpu_count() or 1,
