@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from guestio.exits import exit_tables
 from guestio.exits import schema as exits
 from guestio.exits.kvm.trace_reader import parse_trace_dir
 from guestio.exits.symbols import SymbolTable
@@ -149,8 +150,8 @@ def test_rank_errors(tcg):
 
 
 def test_markdown_tcg_is_labelled_modelled_without_handling(tcg):
-    md = exits.render_markdown(tcg[tcg["phase"] == "benchmark"], "Table 3: hot exit sites (bonnie++)",
-                               modelled=True, caller=True)
+    md = exit_tables.render_markdown(tcg[tcg["phase"] == "benchmark"], "Table 3: hot exit sites (bonnie++)",
+                                     modelled=True, caller=True)
     header = md.splitlines()[2]
     assert "modelled exits (TCG)" in md.splitlines()[0]
     assert "Handling" not in md and "% of time" not in md
@@ -161,7 +162,8 @@ def test_markdown_tcg_is_labelled_modelled_without_handling(tcg):
 
 
 def test_markdown_kvm_has_handling_time(kvm):
-    md = exits.render_markdown(kvm[kvm["phase"] == "benchmark"], "Table 1", modelled=False, by="handling_ns")
+    md = exit_tables.render_markdown(kvm[kvm["phase"] == "benchmark"], "Table 1", modelled=False,
+                                     by="handling_ns")
     assert "modelled" not in md and "TCG" not in md
     assert "| Handling time (us) | % of time |" in md and "Calling function" not in md
     rows = [l for l in md.splitlines() if l.startswith("| ") and "0x" in l]
@@ -171,19 +173,19 @@ def test_markdown_kvm_has_handling_time(kvm):
 
 def test_render_refuses_mixed_or_mislabelled(tcg, kvm):
     with pytest.raises(ValueError, match="modelled=False"):
-        exits.render_markdown(tcg[tcg["phase"] == "boot"], "t", modelled=False)
+        exit_tables.render_markdown(tcg[tcg["phase"] == "boot"], "t", modelled=False)
     with pytest.raises(ValueError, match="modelled=True"):
-        exits.render_latex(kvm[kvm["phase"] == "boot"], "t", modelled=True)
+        exit_tables.render_latex(kvm[kvm["phase"] == "boot"], "t", modelled=True)
     with pytest.raises(ValueError, match="one table"):
-        exits.render_markdown(tcg, "t", modelled=True)
+        exit_tables.render_markdown(tcg, "t", modelled=True)
 
 
 def test_latex(tcg, kvm):
-    tex = exits.render_latex(tcg[tcg["phase"] == "benchmark"], "Table 3", modelled=True, caller=True,
-                             label="tab:exits-tcg")
+    tex = exit_tables.render_latex(tcg[tcg["phase"] == "benchmark"], "Table 3", modelled=True, caller=True,
+                                   label="tab:exits-tcg")
     assert "modelled exits (TCG)" in tex and "Handling" not in tex and r"\label{tab:exits-tcg}" in tex
     assert r"\texttt{ata\_sff\_tf\_load}" in tex and r"\begin{tabular}{rllrrll}" in tex
-    tex = exits.render_latex(kvm[kvm["phase"] == "benchmark"], "Table 2", modelled=False)
+    tex = exit_tables.render_latex(kvm[kvm["phase"] == "benchmark"], "Table 2", modelled=False)
     assert r"Handling time ($\mu$s)" in tex and "modelled" not in tex and r"\% of time" in tex
 
 

@@ -172,7 +172,7 @@ rule net_table2:
     input:
         exits=NET_EXITS,
         summary=str(Path(NET_EXITS).with_name("summary.json")),
-        code=str(REPO / "workflow" / "guestio" / "exits" / "schema.py"),
+        code=[str(REPO / "workflow" / "guestio" / "exits" / name) for name in ("schema.py", "exit_tables.py")],
     output:
         csv=f"{RESULTS}/tables/table2.csv",
         markdown=f"{RESULTS}/tables/table2.md",

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from guestio.exits import exit_tables
 from guestio.exits import schema as exits
 from guestio.util import write_text_atomic
 
@@ -46,8 +47,9 @@ for window in windows:
     w = summary.get("windows", {}).get(window, {})
     title = f"Table 2, {window}" + (f" ({w['exits']} exits, {w['exits_per_mib_sent']} per MiB sent)"
                                     if "exits_per_mib_sent" in w else "")
-    md += [exits.render_markdown(top, title, modelled=modelled, caller=modelled), ""]
-    latex += [exits.render_latex(top, title, modelled=modelled, caller=modelled, label=f"tab:table2-{window}"), ""]
+    md += [exit_tables.render_markdown(top, title, modelled=modelled, caller=modelled), ""]
+    latex += [exit_tables.render_latex(top, title, modelled=modelled, caller=modelled,
+                                       label=f"tab:table2-{window}"), ""]
     found = [f for f in PAPER if f in set(top.function)]
     share = float(top.count_share.sum())
     md += [f"Top-{cfg['top']} share of the window's exits: {share:.1%}. The paper's functions among them: "

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from guestio.exits import exit_tables
 from guestio.exits import schema as exits
 from guestio.util import write_text_atomic
 
@@ -43,9 +44,9 @@ for variant in params.variants:
         top = exits.rank(part, n=params.top, site=exits.SITE_WITH_CALLER if caller else exits.SITE)
         ranked.append(top.assign(ranking="site"))
         title = f"Table 3, {variant}, {label}"
-        markdown += [exits.render_markdown(top, title, modelled=modelled, caller=caller), ""]
-        latex += [exits.render_latex(top, title, modelled=modelled, caller=caller,
-                                     label=f"tab:table3-{variant}-{phase}"), ""]
+        markdown += [exit_tables.render_markdown(top, title, modelled=modelled, caller=caller), ""]
+        latex += [exit_tables.render_latex(top, title, modelled=modelled, caller=caller,
+                                           label=f"tab:table3-{variant}-{phase}"), ""]
 
 # The paper's own ranking: "the top 4 hot functions; the caller column lists the function that
 # calls the hot function most often" (section 2, Table 3), over bonnie++'s run.
@@ -96,8 +97,9 @@ def boot_section(boot: pd.DataFrame, variants) -> tuple[list[str], list[str], li
         top = exits.rank(boot[boot.variant == variant], n=params.top, site=exits.SITE_WITH_CALLER)
         tops.append(top.assign(ranking="site"))
         title = f"Table 3, {variant}, boot (32-bit, boot-only)"
-        md += [exits.render_markdown(top, title, modelled=True, caller=True), ""]
-        tex += [exits.render_latex(top, title, modelled=True, caller=True, label=f"tab:table3-{variant}-boot"), ""]
+        md += [exit_tables.render_markdown(top, title, modelled=True, caller=True), ""]
+        tex += [exit_tables.render_latex(top, title, modelled=True, caller=True,
+                                         label=f"tab:table3-{variant}-boot"), ""]
     setup = boot[(boot.function == "init_acpi_pm_clocksource") | (boot.caller == "init_acpi_pm_clocksource")]
     by_site = setup.pivot_table(index=["function", "caller"], columns="variant", values="count", aggfunc="sum",
                                 fill_value=0).reindex(columns=variants, fill_value=0)

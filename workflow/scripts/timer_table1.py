@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from guestio.exits import exit_tables
 from guestio.exits import schema as exits
 from guestio.util import write_text_atomic
 from guestio.workloads.tick import PAPER_TIMER_FUNCTIONS, paper_function_sites
@@ -48,9 +49,10 @@ for name, table, s in zip(conditions, tables, summaries):
     top = ranked[ranked["rank"] <= params.top].assign(condition=name, qemu=s["qemu"])
     ranked_all.append(top)
     title = f"Table 1, {name} ({part.variant.iloc[0]} on QEMU {s['qemu']}), benchmark"
-    md += [exits.render_markdown(top.drop(columns=["condition", "qemu"]), title, modelled=modelled, caller=caller), ""]
-    latex += [exits.render_latex(top.drop(columns=["condition", "qemu"]), title, modelled=modelled, caller=caller,
-                                 label=f"tab:table1-{len(latex)}"), ""]
+    md += [exit_tables.render_markdown(top.drop(columns=["condition", "qemu"]), title, modelled=modelled,
+                                       caller=caller), ""]
+    latex += [exit_tables.render_latex(top.drop(columns=["condition", "qemu"]), title, modelled=modelled,
+                                       caller=caller, label=f"tab:table1-{len(latex)}"), ""]
     found = paper_function_sites(ranked)
     md += [f"The paper's timer functions and the sites of {name} doing their work (rank among all "
            f"{len(ranked)} sites; top {params.top} in bold):", "",
