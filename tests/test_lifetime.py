@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from guestio import lifetime
+from guestio import children, lifetime
 from guestio.util import exclusive, lock_holders, lock_path
 
 
@@ -57,14 +57,14 @@ def wait_for(predicate, timeout: float, what: str):
 JOB = """
 import os, subprocess, sys, time
 from pathlib import Path
-from guestio import lifetime
+from guestio import children, lifetime
 out = Path(sys.argv[1]); token = sys.argv[2]
 print("snakemake pid", lifetime.die_with_snakemake(), flush=True)
 try:
-    # A long child through lifetime.run (own group), and an orphan-maker through plain Popen.
+    # A long child through children.run (own group), and an orphan-maker through plain Popen.
     subprocess.Popen(["sh", "-c", f"sleep {token}1 & exec sleep {token}2"])
     (out / "started").write_text("")
-    lifetime.run(["sh", "-c", f"exec sleep {token}3"])
+    children.run(["sh", "-c", f"exec sleep {token}3"])
 finally:
     (out / "cleaned").write_text(str(os.getpid()))
 """
@@ -137,14 +137,14 @@ def test_run_stops_the_whole_group_on_timeout(tmp_path):
     token = unique_sleep()
     started = time.monotonic()
     with pytest.raises(subprocess.TimeoutExpired):
-        lifetime.run(["sh", "-c", f"sleep {token}1 & sleep {token}2; wait"], timeout=1,
+        children.run(["sh", "-c", f"sleep {token}1 & sleep {token}2; wait"], timeout=1,
                      grace_s=2)
     assert time.monotonic() - started < 10
     wait_for(lambda: not processes_with(token), 5, "the group to go")
 
 
 def test_run_passes_results_through():
-    done = lifetime.run(["sh", "-c", "echo out; echo err >&2; exit 3"], capture_output=True, text=True)
+    done = children.run(["sh", "-c", "echo out; echo err >&2; exit 3"], capture_output=True, text=True)
     assert (done.returncode, done.stdout, done.stderr) == (3, "out\n", "err\n")
 
 

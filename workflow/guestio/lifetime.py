@@ -30,7 +30,7 @@ The VM lifecycle's own signal guard (guestio.vm.signals) catches these
 signals while QEMU runs, stops QEMU and re-delivers them, which lands in
 :func:`die_with_snakemake`'s handler.
 
-:func:`run` is ``subprocess.run`` for long children: the child gets its own
+:func:`guestio.children.run` is ``subprocess.run`` for long children: the child gets its own
 process group and ``PR_SET_PDEATHSIG`` (SIGTERM), and when the caller is
 interrupted the whole group gets SIGTERM, then SIGKILL, and is reaped before
 the exception goes on.
@@ -51,7 +51,6 @@ import json
 import os
 import select
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -61,14 +60,13 @@ from typing import Callable, Sequence
 from guestio.util import write_json_atomic
 
 __all__ = ["Terminated", "die_with_snakemake", "find_snakemake", "descendants",
-           "stop_descendants", "run", "snakemake_processes", "record_snakemake_locks",
+           "stop_descendants", "snakemake_processes", "record_snakemake_locks",
            "clear_stale_snakemake_locks", "sweep_stale_trace_instances"]
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 TERM_GRACE_S = 10.0   # SIGTERM -> SIGKILL for children still alive at exit
 POLL_S = 0.5          # fallback polling period when pidfd_open is not available
 
-_PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 
 _state: dict = {"installed": False, "signum": None, "snakemake": None}
@@ -90,7 +88,7 @@ def _say(msg: str) -> None:
     print(f"guestio: {msg}", file=sys.stderr, flush=True)
 
 
-def _prctl(option: int, value: int) -> bool:
+def prctl(option: int, value: int) -> bool:
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         return libc.prctl(option, value, 0, 0, 0) == 0
@@ -259,7 +257,7 @@ def die_with_snakemake(snakemake_pid: int | None = None) -> int | None:
     for sig in HANDLED_SIGNALS:
         if signal.getsignal(sig) is not signal.SIG_IGN:
             signal.signal(sig, _handler)
-    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
+    prctl(_PR_SET_CHILD_SUBREAPER, 1)
     atexit.register(_at_exit)
     pid = snakemake_pid if snakemake_pid is not None else find_snakemake()
     _state["snakemake"] = pid
@@ -267,83 +265,6 @@ def die_with_snakemake(snakemake_pid: int | None = None) -> int | None:
         threading.Thread(target=_watch, args=(pid,), name="guestio-snakemake-watch",
                          daemon=True).start()
     return pid
-
-
-# --------------------------------------------------------------------------
-# Long children
-
-
-def _child_setup(parent: int) -> Callable[[], None]:
-    def setup() -> None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # the parent died before prctl
-            os._exit(1)
-    return setup
-
-
-def _killpg(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def run(argv: Sequence[str], *, grace_s: float = TERM_GRACE_S,
-        preexec_fn: Callable[[], None] | None = None, timeout: float | None = None,
-        capture_output: bool = False, check: bool = False, input=None,
-        **kwargs) -> subprocess.CompletedProcess:
-    """``subprocess.run`` for a long child that must not outlive an interruption.
-
-    The child leads its own process group and gets SIGTERM if this process
-    dies.  If the wait is interrupted (a signal turned into an exception by
-    :func:`die_with_snakemake`, KeyboardInterrupt, a timeout), the child's
-    whole group gets SIGTERM, then SIGKILL after *grace_s*, and is reaped
-    before the exception propagates (subprocess.TimeoutExpired for a timeout).
-    *preexec_fn* runs in the child after that set-up.  *capture_output*,
-    *check* and *input* are those of subprocess.run.
-    """
-    parent = os.getpid()
-    setup = _child_setup(parent)
-
-    def child() -> None:
-        setup()
-        if preexec_fn is not None:
-            preexec_fn()
-
-    if capture_output:
-        kwargs["stdout"] = kwargs["stderr"] = subprocess.PIPE
-    if input is not None:
-        kwargs["stdin"] = subprocess.PIPE
-    proc = subprocess.Popen(argv, process_group=0, preexec_fn=child, **kwargs)
-    try:
-        stdout, stderr = proc.communicate(input, timeout=timeout)
-    except BaseException:
-        _stop_group(proc, grace_s)
-        raise
-    done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
-    if check:
-        done.check_returncode()
-    return done
-
-
-def _stop_group(proc: subprocess.Popen, grace_s: float) -> None:
-    """SIGTERM the child's group, SIGKILL it after grace_s, reap the child; never raises."""
-    pgid = proc.pid
-    # Further signals while we tidy up must not cut the tidying short.
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS) \
-        if threading.current_thread() is threading.main_thread() else None
-    try:
-        _killpg(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        _killpg(pgid, signal.SIGKILL)
-        proc.wait()
-        for f in (proc.stdout, proc.stderr, proc.stdin):
-            if f is not None:
-                with contextlib.suppress(OSError):
-                    f.close()
-    finally:
-        if blocked is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 # --------------------------------------------------------------------------

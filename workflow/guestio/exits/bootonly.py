@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from guestio import lifetime
+from guestio import children
 from guestio.analysis.measurements import Measurement
 
 #: the function whose set-up work Fig 6's modification shortens (verify_pmtmr_rate is inlined in it)
@@ -83,7 +83,7 @@ def run(*, qemu: str, firmware_dir: str | None, kernel: Path, append: str, memor
     log(f"booting {kernel} to its panic at the missing root (TCG, exit plugin)")
     started = time.monotonic()
     try:
-        done = lifetime.run(argv, timeout=timeout_s, capture_output=True, text=True)
+        done = children.run(argv, timeout=timeout_s, capture_output=True, text=True)
     except subprocess.TimeoutExpired:
         raise BootRunError(f"{kernel}: the boot did not end within {timeout_s:.0f} s; console tail:\n"
                            + _tail(serial_log)) from None

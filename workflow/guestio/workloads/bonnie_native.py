@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from guestio import lifetime
+from guestio import children
 from guestio.analysis.measurements import Measurement
 from guestio.workloads.bonnie import (MIN_TIME_S, REQUIRED_METRICS, BonnieRunError, bonnie_args, check_size,
                                       output_tail, parse_csv_file)
@@ -98,7 +98,7 @@ def run_native(directory: os.PathLike | str, size_mib: int, ram_mib: int,
     as the current user (bonnie++ cannot switch to root then).
 
     bonnie++ leads its own process group and dies with this process
-    (guestio.lifetime.run): an interrupted run stops bonnie++, removes its
+    (guestio.children.run): an interrupted run stops bonnie++, removes its
     file and its memory cgroup before the exception goes on.
 
     On a host with plenty of RAM the page cache makes the native block read
@@ -158,7 +158,7 @@ def _run_native_once(directory, size_mib: int, ram_mib: int, outdir: Path, label
         (outdir / "bonnie-cmdline.txt").write_text(shlex.join(argv) + "\n")
         say(f"native: {shlex.join(argv)}")
         try:
-            proc = lifetime.run(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+            proc = children.run(argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
                                 cwd=run_dir, timeout=timeout_s, preexec_fn=enter_cgroup)
         except FileNotFoundError:
             raise BonnieRunError(f"{BONNIE} not found on the host (apt-get install bonnie++)") \
