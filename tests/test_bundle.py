@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from conftest import REPO, SNAKEMAKE
+from guestio import paths
 from guestio.report import bundle
 
 DATA = REPO / "tests" / "data" / "report"
@@ -155,14 +156,14 @@ def _complete_run(results: Path) -> None:
     runs: dict[Path, list[list[str]]] = {}
     for row in rows:
         if row[col["target"]] == "native":
-            runs.setdefault(results / f"runs/disk/native/host-fs/rep{row[col['repetition']]}", []).append(row)
+            runs.setdefault(Path(paths.run_dir("disk_native", str(results), rep=row[col["repetition"]])), []).append(row)
             continue
         row[col["qemu"]], row[col["guest_scheduler"]], row[col["host_scheduler"]] = "stock", "mq-deadline", "file"
         again = list(row)
         again[col["repetition"]], again[col["value"]] = "1", repr(float(row[col["value"]]) * 1.02)
-        base = results / "runs/disk/vm/baseline/stock/ide/guest-mq-deadline/host-file"
-        runs.setdefault(base / "rep0", []).append(row)
-        runs.setdefault(base / "rep1", []).append(again)
+        condition = dict(variant="baseline", qemu="stock", disk="ide", gsched="mq-deadline", hsched="file")
+        runs.setdefault(Path(paths.run_dir("disk_vm", str(results), rep=0, **condition)), []).append(row)
+        runs.setdefault(Path(paths.run_dir("disk_vm", str(results), rep=1, **condition)), []).append(again)
     for run, run_rows in runs.items():
         _write_rows(run / "measurements.csv", header, run_rows)
         (run / "provenance.json").write_text(json.dumps({"run": run.name}) + "\n")
@@ -234,7 +235,7 @@ def test_bundle_rerenders_every_figure_and_table_offline_byte_identically(bundle
     # Only what the workflow produced: the stray files of the results dir stay out.
     bundled = {str(p.relative_to(root / "files" / rel)) for p in (root / "files" / rel).rglob("*") if p.is_file()}
     assert not bundled & set(STRAYS), bundled & set(STRAYS)
-    assert {"runs/disk/native/host-fs/rep0/measurements.csv", "kernels/baseline/build.json",
+    assert {f"{paths.run_dir('disk_native', rep=0)}/measurements.csv", "kernels/baseline/build.json",
             "host/host.json", "image/initramfs.json"} <= bundled
     # Every rendering job of the run is recorded, the long-form table's too, with all its inputs.
     specs = json.loads((root / "render.json").read_text())

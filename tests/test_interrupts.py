@@ -47,6 +47,7 @@ from typing import Callable
 import pytest
 
 from conftest import REPO, SNAKEMAKE, TEST_RESULTS, TEST_RESULTS_REL, job_counts
+from guestio import paths
 
 pytestmark = [pytest.mark.boot, pytest.mark.interrupt]
 
@@ -203,7 +204,7 @@ def _after(key: str, condition: bool, delay: float) -> bool:
 
 NATIVE = Phase(
     name="native benchmark", rule="disk_native",
-    targets=[rel("runs", "disk", "native", "host-fs", f"rep{r}", "measurements.csv") for r in (0, 1)],
+    targets=[f"{paths.run_dir('disk_native', TEST_RESULTS_REL, rep=r)}/measurements.csv" for r in (0, 1)],
     scripts=("disk_native.py",),
     # bonnie++ has written part of its file (it is in its memory cgroup by then).
     ready=lambda: _after("native", any(p.stat().st_size > 64 << 20 for p in NATIVE_DIR.glob("guestio-run-*/Bonnie.*")), 0.5),
@@ -214,7 +215,7 @@ NATIVE = Phase(
 
 VM = Phase(
     name="VM run", rule="disk_vm",
-    targets=[rel("runs", "disk", "vm", "baseline", "stock", "ide", "guest-mq-deadline", "host-file", "rep0", "measurements.csv")],
+    targets=[f"{paths.run_dir('disk_vm', TEST_RESULTS_REL, variant='baseline', qemu='stock', disk='ide', gsched='mq-deadline', hsched='file', rep=0)}/measurements.csv"],
     scripts=("disk_vm.py",),
     # bonnie++ runs in the guest: init reached a few seconds ago.
     ready=lambda: _after("vm", _serial_says("GUESTIO: init started"), 5),

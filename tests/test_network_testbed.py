@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from conftest import REPO, TEST_RESULTS, TEST_RESULTS_REL, build_or_fail, snakemake
+from guestio import paths
 from guestio.net import TestbedError, namespaces
 from guestio.net.testbed import Testbed
 
@@ -262,7 +263,8 @@ def test_vm_run_interrupted_mid_benchmark_leaves_nothing(net_artifacts, machine_
 def test_pipeline_native_run_interrupted_or_failed_leaves_nothing(machine_state, tmp_path):
     """The real CLI: net_native interrupted by SIGINT to Snakemake's group, and failing (iperf3 missing)."""
     results = f"build/test-net-{os.getpid()}"
-    target = f"{results}/runs/net/native/veth/rep0/measurements.csv"
+    run = paths.run_dir("net_native", results, rep=0)
+    target = f"{run}/measurements.csv"
     try:
         longer = tmp_path / "longer.yaml"
         longer.write_text("network:\n  netperf: {seconds: 60}\n")
@@ -287,7 +289,7 @@ def test_pipeline_native_run_interrupted_or_failed_leaves_nothing(machine_state,
                             "--config", f"results_dir={results}"], cwd=REPO, env=env, capture_output=True, text=True,
                            timeout=300)
         assert r.returncode != 0
-        log = (REPO / results / "runs/net/native/veth/rep0/runner.log").read_text()
+        log = (REPO / run / "runner.log").read_text()
         assert "not listening" in log or "iperf3" in log, log[-2000:]
     finally:
         subprocess.run(["rm", "-rf", str(REPO / results)])

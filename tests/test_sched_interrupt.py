@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SNAKEMAKE, TEST_RESULTS_REL, job_counts, results_path, snakemake
-from guestio import hostprobe
+from guestio import hostprobe, paths
 from guestio.workloads import hostdisk
 
 pytestmark = pytest.mark.boot
@@ -26,7 +26,8 @@ pytestmark = pytest.mark.boot
 # The default config's diskmods.sched.host ([bfq]) as it runs here: the DAG names the scheduler
 # used in the run's path.
 _HOSTS, _, _ = hostprobe.resolve_host_schedulers(["bfq"], "mq-deadline", hostprobe.loop_schedulers())
-RUN = f"runs/disk/vm/baseline/stock/ide/guest-none/host-{_HOSTS[0] if _HOSTS else 'bfq'}/rep0"
+RUN = paths.run_dir("disk_vm", variant="baseline", qemu="stock", disk="ide", gsched="none",
+                    hsched=_HOSTS[0] if _HOSTS else "bfq", rep=0)
 
 
 def _qemu_on(path: str) -> list[int]:

@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from conftest import REPO, SNAKEMAKE
+from guestio import paths
 
 FAKE = r'''#!/usr/bin/env python3
 import json, os, sys
@@ -83,7 +84,7 @@ def test_slurm_submissions_are_captured(tmp_path, status):
     log = tmp_path / "calls.jsonl"
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", FAKE_SLURM_LOG=str(log))
     gsched = cfg["disk"].get("guest_scheduler", "mq-deadline")
-    runs = [f"{rel}/runs/disk/vm/baseline/{cfg['vm']['qemu']}/ide/guest-{gsched}/host-file/rep{r}/measurements.csv"
+    runs = [f"{paths.run_dir('disk_vm', rel, variant='baseline', qemu=cfg['vm']['qemu'], disk='ide', gsched=gsched, hsched='file', rep=r)}/measurements.csv"
             for r in (0, 1)]
     entry = f"{rel}/report/entries/data-disk.txt"
     # The profile's status command, or the one a cluster with an accounting database may take.

@@ -7,6 +7,7 @@ from snakemake.utils import validate
 
 import guestio.config
 import guestio.lifetime
+import guestio.paths
 import guestio.build.kconfig
 import guestio.build.patches
 import guestio.build.qemu
@@ -74,7 +75,6 @@ HOST_SNAPSHOT = f"{RESULTS}/host/host.json"
 # records of a table read it, so those rules name it as an input.
 HOST_CAPABILITIES = f"{RESULTS}/{guestio.hostprobe.CAPABILITIES_FILE}"
 ACCELERATOR = f"{RESULTS}/host/accelerator.json"
-RUN_DIR = f"{RESULTS}/runs"
 CONDA_ENV = "../../envs/guestio.yaml"
 
 
@@ -99,7 +99,7 @@ def host_identity(wildcards=None):
 
 
 def smoke_runs():
-    return [f"{RUN_DIR}/smoke/{v}/provenance.json" for v in config["smoke"]["variants"]]
+    return [f"{guestio.paths.run_dir('smoke', RESULTS, variant=v)}/provenance.json" for v in config["smoke"]["variants"]]
 
 
 def kernel_outputs(variant):
@@ -147,7 +147,10 @@ wildcard_constraints:
 DISK = config["disk"]
 DISK_REPS = range(DISK["repetitions"])
 DISK_CONDITION_KEYS = ("variant", "qemu", "disk", "gsched", "hsched")
-DISK_VM_DIR = f"{RUN_DIR}/disk/vm/{{variant}}/{{qemu}}/{{disk}}/guest-{{gsched}}/host-{{hsched}}/rep{{rep}}"
+# The run paths (their grammar: guestio.paths), as the rules' wildcard patterns.
+DISK_VM_DIR = guestio.paths.template("disk_vm", RESULTS)
+DISK_NATIVE_DIR = guestio.paths.template("disk_native", RESULTS)
+SMOKE_DIR = guestio.paths.template("smoke", RESULTS)
 
 
 def disk_condition(**kw):
@@ -166,14 +169,14 @@ def disk_vm_runs(conditions, name="measurements.csv", reps=None):
     paths = []
     for c in conditions:
         for rep in reps if reps is not None else DISK_REPS:
-            path = f"{DISK_VM_DIR.format(rep=rep, **c)}/{name}"
+            path = f"{guestio.paths.run_dir('disk_vm', RESULTS, rep=rep, **c)}/{name}"
             if path not in paths:
                 paths.append(path)
     return paths
 
 
 def disk_native_runs():
-    return expand(f"{RUN_DIR}/disk/native/host-fs/rep{{rep}}/measurements.csv", rep=DISK_REPS)
+    return [f"{guestio.paths.run_dir('disk_native', RESULTS, rep=rep)}/measurements.csv" for rep in DISK_REPS]
 
 
 # Long-form measurement tables, one per artifact group: name -> the run CSVs it combines.
@@ -228,7 +231,7 @@ PLUGIN = f"{RESULTS}/exits/plugin/libexitcount.so"
 # One exit run: workload, kernel variant, QEMU variant and repetition.  Every exit table reads
 # repetition 0; only Table 4 asks for more (diskmods.coalesce.exit_repetitions), so its before
 # side's rep0 is Table 3's run of that condition and no other table's run is repeated.
-EXIT_DIR = f"{RESULTS}/exits/{{workload}}/{{variant}}/{{qemu}}/rep{{rep}}"
+EXIT_DIR = guestio.paths.template("exits", RESULTS)
 
 
 wildcard_constraints:
@@ -237,7 +240,7 @@ wildcard_constraints:
 
 def exit_dir(workload, variant, qemu, rep=0):
     """The directory of one exit run."""
-    return EXIT_DIR.format(workload=workload, variant=variant, qemu=qemu, rep=rep)
+    return guestio.paths.run_dir("exits", RESULTS, workload=workload, variant=variant, qemu=qemu, rep=rep)
 
 
 def fig6_selected():

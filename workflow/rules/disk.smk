@@ -14,12 +14,12 @@ rule disk_native:
     input:
         host=HOST_SNAPSHOT,
     output:
-        csv=f"{RUN_DIR}/disk/native/host-fs/rep{{rep}}/measurements.csv",
+        csv=f"{DISK_NATIVE_DIR}/measurements.csv",
     params:
         disk=DISK,
     threads: workflow.cores
     log:
-        f"{RUN_DIR}/disk/native/host-fs/rep{{rep}}/runner.log",
+        f"{DISK_NATIVE_DIR}/runner.log",
     conda:
         CONDA_ENV
     script:

@@ -7,8 +7,8 @@
 
 NET = config["network"]
 NET_REPS = range(NET["repetitions"])
-NET_VM_DIR = f"{RUN_DIR}/net/vm/{{variant}}/{{qemu}}/{{nic}}/rep{{rep}}"
-NET_NATIVE_DIR = f"{RUN_DIR}/net/native/veth/rep{{rep}}"
+NET_VM_DIR = guestio.paths.template("net_vm", RESULTS)
+NET_NATIVE_DIR = guestio.paths.template("net_native", RESULTS)
 NET_CODE = [str(REPO / "workflow" / "guestio" / p) for p in
             ("net/figures.py", "analysis/stats.py", "analysis/claims.py", "analysis/claim_model.py",
              "analysis/claims_check.py", "analysis/placeholders.py", "analysis/claims.yaml",
@@ -25,8 +25,8 @@ for _key in ("variant", "nonapi_variant"):
 # Fig 7 (e1000 with and without NAPI).
 _VM_CONDITIONS = ([(NET["variant"], nic) for nic in NET["nics"]] + [(NET["variant"], NET["ping_nic"]),
                   (NET["variant"], "e1000"), (NET["nonapi_variant"], "e1000")])
-NET_RUNS = ([f"{NET_NATIVE_DIR.format(rep=r)}/measurements.csv" for r in NET_REPS]
-            + [f"{NET_VM_DIR.format(variant=v, qemu=config['vm']['qemu'], nic=n, rep=r)}/measurements.csv"
+NET_RUNS = ([f"{guestio.paths.run_dir('net_native', RESULTS, rep=r)}/measurements.csv" for r in NET_REPS]
+            + [f"{guestio.paths.run_dir('net_vm', RESULTS, variant=v, qemu=config['vm']['qemu'], nic=n, rep=r)}/measurements.csv"
                for v, n in _VM_CONDITIONS for r in NET_REPS])
 register_table("net", NET_RUNS, variants=[NET["variant"], NET["nonapi_variant"]], experiment="net",
                config_sections=("network",))

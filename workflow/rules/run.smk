@@ -46,11 +46,11 @@ rule smoke_boot:
         job=JOBS_DIR / "smoke.sh",
         job_lib=JOB_LIB,
     output:
-        provenance=f"{RUN_DIR}/smoke/{{variant}}/provenance.json",
+        provenance=f"{SMOKE_DIR}/provenance.json",
     params:
         vm=config["vm"],
     log:
-        f"{RUN_DIR}/smoke/{{variant}}/runner.log",
+        f"{SMOKE_DIR}/runner.log",
     conda:
         CONDA_ENV
     script:
