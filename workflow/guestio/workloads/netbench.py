@@ -80,6 +80,7 @@ def nic_model(nic: str) -> str:
 
 def mitigation_args(nic: str, mitigation: bool) -> list[str]:
     """QEMU's e1000 interrupt mitigation (the model's ``mitigation`` property), set explicitly."""
+    return ["-global", f"e1000.mitigation={'on' if mitigation else 'off'}"] if nic == "e1000" else []
 
 
 # --------------------------------------------------------------------------------------------
