@@ -249,6 +249,15 @@ def fig6_selected():
     return artifacts is None or "fig6" in artifacts
 
 
+def table3_boot_runs(variants):
+    """The 32-bit boot runs Table 3 shows: only where Fig 6 is made (a profile without it, such as
+    the KVM acceptance profile, builds no 32-bit kernel) and only where exits are traced here (a
+    re-analysis of recorded KVM runs, exits.kvm_recorded, boots nothing)."""
+    if not fig6_selected() or config["exits"].get("kvm_recorded"):
+        return []
+    return exit_runs("boot", variants, config["vm"]["qemu"], "exits.csv")
+
+
 def exit_runs(workload, variants, qemu, name, reps=(0,)):
     """One file of the exit runs of a workload, per kernel variant and repetition (in that
     order), on one QEMU variant."""

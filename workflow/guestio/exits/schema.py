@@ -290,9 +290,11 @@ def rank_functions(df: pd.DataFrame, n: int | None = 4, group: Sequence[str] = G
     """Top ``n`` exiting functions per group, each with its most frequent caller: the ranking of the
     paper's Table 3 ("the top 4 hot functions; the caller column lists the function that calls the
     hot function most often").  ``count`` and ``count_share`` are the function's, summed over its
-    sites and callers; ``caller_count`` is the exits from its most frequent caller."""
+    sites and callers, and so are ``handling_ns`` and ``time_share`` where the exits have a handling
+    time (KVM); ``caller_count`` is the exits from its most frequent caller."""
     group = list(group)
-    columns = group + ["function", "caller", "caller_count", "count", "count_share", "rank"]
+    columns = group + ["function", "caller", "caller_count", "count", "count_share", "handling_ns", "time_share",
+                       "rank"]
     if df.empty:
         return pd.DataFrame(columns=columns)
     by_caller = df.groupby(group + ["function", "caller"], sort=False, dropna=False)["count"].sum().reset_index()
@@ -301,7 +303,9 @@ def rank_functions(df: pd.DataFrame, n: int | None = 4, group: Sequence[str] = G
     top_caller = by_caller.groupby(group + ["function"], sort=False).head(1).rename(
         columns={"count": "caller_count"})
     totals = df.groupby(group + ["function"], sort=False, dropna=False).agg(
-        count=("count", "sum"), count_share=("count_share", "sum")).reset_index()
+        count=("count", "sum"), count_share=("count_share", "sum"),
+        handling_ns=("handling_ns", lambda s: s.sum(min_count=1)),
+        time_share=("time_share", lambda s: s.sum(min_count=1))).reset_index()
     out = totals.merge(top_caller, on=group + ["function"], how="left")
     out = out.sort_values(group + ["count", "function"], ascending=[True] * len(group) + [False, True], kind="stable")
     out["rank"] = out.groupby(group, sort=False).cumcount() + 1
