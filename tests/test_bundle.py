@@ -2,10 +2,10 @@
 
 The full test runs the real pipeline rules on recorded runs (tests/data/report/results: real
 native and TCG runs of the test suite; an exit table of the recorded KVM scenario): the figure,
-Table 3, the claims table and the bundle (``--allowed-rules``: nothing upstream is planned).  It
-unpacks the archive into a clean directory and runs the ONE command there, ``python3
-rerender.py``, in a network namespace of its own (``unshare --net``: no network; root, hence
-the slow tier), and checks that every figure and table comes out byte-identical.
+Table 3, the claims table, the beyond summary and the bundle (``--allowed-rules``: nothing
+upstream is planned).  It unpacks the archive into a clean directory and runs the ONE command
+there, ``python3 rerender.py``, in a network namespace of its own (``unshare --net``: no network;
+root, hence the slow tier), and checks that every figure and table comes out byte-identical.
 """
 
 from __future__ import annotations
@@ -199,7 +199,7 @@ def bundled_run(tmp_path_factory):
         proc = subprocess.run(
             [str(SNAKEMAKE), "--cores", "2", "--configfile", str(configfile),
              "--config", f"results_dir={rel}",
-             "--allowed-rules", "measurement_table", "figure", "table3", "claims_cost", "claims_table",
+             "--allowed-rules", "measurement_table", "figure", "table3", "claims_cost", "claims_table", "beyond",
              "report_entry", "render_specs", "bundle", "--", f"{rel}/bundle/guestio-bundle.tar.gz"],
             cwd=REPO, capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
@@ -239,7 +239,8 @@ def test_bundle_rerenders_every_figure_and_table_offline_byte_identically(bundle
             "host/host.json", "image/initramfs.json"} <= bundled
     # Every rendering job of the run is recorded, the long-form table's too, with all its inputs.
     specs = json.loads((root / "render.json").read_text())
-    assert sorted(s["rule"] for s in specs) == ["claims_table", "figure", "figure", "measurement_table", "table3"]
+    assert sorted(s["rule"] for s in specs) == ["beyond", "claims_table", "figure", "figure", "measurement_table",
+                                                "table3"]
     for spec in specs:
         for f in [y for x in spec["input"]["items"] for y in (x if isinstance(x, list) else [x])]:
             assert f.startswith("repo:") or (root / "files" / f).is_file(), (spec["rule"], f)
