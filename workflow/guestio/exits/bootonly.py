@@ -29,6 +29,8 @@ from typing import Callable, Iterable
 
 from guestio import children
 from guestio.analysis.measurements import Measurement
+from guestio.vm.console import serial_tail
+from guestio.vm.qemu_argv import qemu_opt
 
 #: the function whose set-up work Fig 6's modification shortens (verify_pmtmr_rate is inlined in it)
 SETUP_FUNCTION = "init_acpi_pm_clocksource"
@@ -52,9 +54,6 @@ class BootRun:
     panic: str         # the console's panic line (why the boot stopped)
 
 
-def _opt(value: os.PathLike | str) -> str:
-    return os.fspath(value).replace(",", ",,")
-
 
 def qemu_argv(*, qemu: str, firmware_dir: str | None, kernel: Path, append: str, memory_mib: int,
               plugin: Path, out_csv: Path, serial_log: Path, machine: str = "pc") -> list[str]:
@@ -66,7 +65,7 @@ def qemu_argv(*, qemu: str, firmware_dir: str | None, kernel: Path, append: str,
             "-nodefaults", "-no-user-config", "-nographic", "-display", "none", "-no-reboot",
             "-machine", f"{machine},accel=tcg", "-m", str(int(memory_mib)), "-smp", "1",
             "-kernel", os.fspath(kernel), "-append", append,
-            "-chardev", f"file,id=serial0,path={_opt(serial_log)}", "-serial", "chardev:serial0",
+            "-chardev", f"file,id=serial0,path={qemu_opt(serial_log)}", "-serial", "chardev:serial0",
             *plugin_argv(plugin, out_csv, serial_log)]
 
 
@@ -101,8 +100,8 @@ def _lines(path: Path) -> list[str]:
     return path.read_text(errors="replace").splitlines() if path.is_file() else []
 
 
-def _tail(path: Path, n: int = 15) -> str:
-    return "\n".join(_lines(path)[-n:]) or "(empty)"
+def _tail(path: Path) -> str:
+    return "\n".join(serial_tail(path, 15))
 
 
 def measurements(exit_rows: Iterable[dict]) -> list[Measurement]:

@@ -15,7 +15,7 @@ from guestio.vm.spec import FW_CFG_PREFIX, JOB_LIB, VMSpec
 RESULTS_PORT = "org.guestio.results"
 
 
-def _opt(value: Path | str) -> str:
+def qemu_opt(value: Path | str) -> str:
     """Escape a value for a QEMU 'key=value,...' option list (',' -> ',,')."""
     return os.fspath(value).replace(",", ",,")
 
@@ -35,22 +35,22 @@ def build_qemu_argv(spec: VMSpec, serial_log: Path, qmp_socket: Path,
         "-kernel", os.fspath(spec.kernel),
         "-initrd", os.fspath(spec.initrd),
         "-append", spec.append,
-        "-chardev", f"socket,id=qmp0,path={_opt(qmp_socket)}",
+        "-chardev", f"socket,id=qmp0,path={qemu_opt(qmp_socket)}",
         "-mon", "chardev=qmp0,mode=control",
-        "-chardev", f"file,id=serial0,path={_opt(serial_log)}",
+        "-chardev", f"file,id=serial0,path={qemu_opt(serial_log)}",
         "-serial", "chardev:serial0",
         "-device", "virtio-serial-pci,id=vser0",
-        "-chardev", f"file,id=results,path={_opt(results_tar)}",
+        "-chardev", f"file,id=results,path={qemu_opt(results_tar)}",
         "-device", f"virtserialport,bus=vser0.0,chardev=results,name={RESULTS_PORT}",
     ]
     if spec.job is not None:
-        argv += ["-fw_cfg", f"name={FW_CFG_PREFIX}job,file={_opt(spec.job)}",
-                 "-fw_cfg", f"name={FW_CFG_PREFIX}{JOB_LIB.name},file={_opt(JOB_LIB)}"]
+        argv += ["-fw_cfg", f"name={FW_CFG_PREFIX}job,file={qemu_opt(spec.job)}",
+                 "-fw_cfg", f"name={FW_CFG_PREFIX}{JOB_LIB.name},file={qemu_opt(JOB_LIB)}"]
     for name, path in spec.inputs.items():
-        argv += ["-fw_cfg", f"name={FW_CFG_PREFIX}{name},file={_opt(path)}"]
+        argv += ["-fw_cfg", f"name={FW_CFG_PREFIX}{name},file={qemu_opt(path)}"]
     n_ide = 0
     for i, disk in enumerate(spec.disks):
-        argv += ["-drive", f"file={_opt(disk.path)},format={disk.format},if=none,"
+        argv += ["-drive", f"file={qemu_opt(disk.path)},format={disk.format},if=none,"
                            f"id=disk{i},cache={disk.cache}"]
         if disk.interface == "ide":
             bus, unit = divmod(n_ide, 2)

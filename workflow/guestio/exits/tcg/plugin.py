@@ -12,6 +12,7 @@ from guestio.build.plugin import PLUGIN_DIR, make_argv as plugin_make_argv
 from guestio.exits.tcg import TcgExitError
 from guestio.util import exclusive
 from guestio.vm import Hooks, RunResult, VMSpec, run_vm
+from guestio.vm.qemu_argv import qemu_opt
 
 TRACE_EVENTS = ("memory_region_ops_read", "memory_region_ops_write")
 
@@ -32,16 +33,13 @@ def build_plugin(build_dir: Path | str, *, fetch: bool = True) -> Path:
     return build_dir / "libexitcount.so"
 
 
-def _opt(value: os.PathLike | str) -> str:
-    return os.fspath(value).replace(",", ",,")
-
 
 def plugin_argv(plugin: Path | str, out_csv: Path | str, serial_log: Path | str | None = None,
                 seq: bool = False) -> list[str]:
     """QEMU arguments loading the plugin."""
-    opts = [_opt(Path(plugin).absolute()), f"out={_opt(Path(out_csv).absolute())}"]
+    opts = [qemu_opt(Path(plugin).absolute()), f"out={qemu_opt(Path(out_csv).absolute())}"]
     if serial_log is not None:
-        opts.append(f"serial={_opt(Path(serial_log).absolute())}")
+        opts.append(f"serial={qemu_opt(Path(serial_log).absolute())}")
     if seq:
         opts.append("seq=on")
     return ["-plugin", ",".join(opts)]
