@@ -134,6 +134,21 @@ def test_benchmarked_variants_must_be_defined(tmp_path):
     assert "exits.variants: 'hz250' is not a variant" in text
 
 
+def test_variants_the_stages_name_must_be_defined(tmp_path):
+    def mutate(c):
+        c["network"]["nonapi_variant"] = "napi-less"
+    text = run_for_real(tmp_path, mutate).stderr
+    assert "network.nonapi_variant: 'napi-less' is not a kernel variant; variants defines: " in text
+    text = run_for_real(tmp_path, lambda c: c["vm"].update(qemu="patched")).stderr
+    assert "vm.qemu: 'patched' is not a QEMU variant; qemu.variants defines: coalesce, pit-scale, stock" in text
+    # The timer's kernels come from the stage, not a key: without hz100 its guest-HZ route cannot run.
+    config = yaml.safe_load(DEFAULT.read_text())
+    del config["variants"]["hz100"]
+    assert gconfig.reference_problems(config) == [
+        "the timer stage (vHZ100 (guest HZ=100)) needs the kernel variant 'hz100' under variants"]
+    assert gconfig.reference_problems(yaml.safe_load(DEFAULT.read_text())) == []
+
+
 def test_capacity_is_that_of_the_real_data_disk():
     assert 2900 < gconfig.data_disk_capacity_mib(3072) < 3072 - 64
     assert gconfig.consistency_problems(yaml.safe_load(DEFAULT.read_text())) == []

@@ -6,10 +6,10 @@
 ACCEPTANCE = {"json": f"{RESULTS}/acceptance/kvm.json", "markdown": f"{RESULTS}/acceptance/kvm.md"}
 # Table 3's bonnie++ exit run of each exits.variants kernel, on vm.qemu.
 ACCEPTANCE_BONNIE_EXITS = [str(Path(p).parent) for p in
-                           exit_runs("bonnie", config["exits"]["variants"], config["vm"]["qemu"], "summary.json")]
+                           PLAN.exit_runs("bonnie", config["exits"]["variants"], config["vm"]["qemu"], "summary.json")]
 # Table 1's exit runs (condition -> directory) and the PIT scale of each one's QEMU.
 ACCEPTANCE_TICK_RUNS = {name: (d, guestio.workloads.tick.settings(config, qemu)["pit_scale"])
-                        for (name, (_v, qemu)), d in zip(TIMER_CONDITIONS.items(), TIMER_EXIT_DIRS)}
+                        for (name, (_v, qemu)), d in zip(PLAN.timer.conditions.items(), PLAN.timer.exit_dirs)}
 
 
 rule kvm_acceptance_check:
@@ -17,9 +17,9 @@ rule kvm_acceptance_check:
         accelerator=ACCELERATOR,
         bonnie=[f"{d}/summary.json" for d in ACCEPTANCE_BONNIE_EXITS],
         ticks=[f"{d}/summary.json" for d, _ in ACCEPTANCE_TICK_RUNS.values()],
-        net=str(Path(NET_EXITS).with_name("summary.json")),
-        disk_runs=disk_native_runs() + disk_vm_runs([disk_condition()]),
-        smoke=smoke_runs(),
+        net=str(Path(PLAN.network.exits).with_name("summary.json")),
+        disk_runs=PLAN.disk_native_runs() + PLAN.disk_vm_runs([PLAN.disk_condition()]),
+        smoke=PLAN.smoke_runs(),
         code=str(REPO / "workflow" / "guestio" / "report" / "kvm_acceptance.py"),
     output:
         **ACCEPTANCE,

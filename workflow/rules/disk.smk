@@ -4,10 +4,7 @@
 
 import guestio.workloads.tick
 
-DISK_CONDITIONS = [disk_condition(variant=v) for v in DISK["variants"]]
-register_table("disk", disk_native_runs() + disk_vm_runs(DISK_CONDITIONS), variants=conditions_variants(DISK_CONDITIONS),
-               qemus=conditions_qemus(DISK_CONDITIONS), config_sections=["disk"])
-FIGURES.update(fig1="disk", fig2="disk")
+# The conditions, runs and table of every stage's disk runs: guestio.plan (PLAN.tables).
 
 
 rule disk_native:
@@ -16,7 +13,7 @@ rule disk_native:
     output:
         csv=f"{DISK_NATIVE_DIR}/measurements.csv",
     params:
-        disk=DISK,
+        disk=config["disk"],
     threads: workflow.cores
     log:
         f"{DISK_NATIVE_DIR}/runner.log",
@@ -28,13 +25,13 @@ rule disk_native:
 
 rule disk_vm:
     input:
-        unpack(lambda w: kernel_outputs(w.variant)),
+        unpack(lambda w: PLAN.kernel_outputs(w.variant)),
         initrd=IMAGE,
         image_manifest=IMAGE_MANIFEST,
         data_disk=DATA_DISK,
         accelerator=ACCELERATOR,
         host=HOST_SNAPSHOT,
-        qemu=qemu_build_of,
+        qemu=lambda w: PLAN.qemu_outputs(w.qemu)["build"],
         job=JOBS_DIR / "bonnie.sh",
         job_lib=JOB_LIB,
     output:
@@ -46,7 +43,7 @@ rule disk_vm:
         hsched="file|none|mq-deadline|kyber|bfq",   # not file: a loop device (guestio.workloads.hostdisk)
     params:
         vm=config["vm"],
-        disk=DISK,
+        disk=config["disk"],
         tick=lambda w: guestio.workloads.tick.trigger(config, w.qemu),  # timer.smk: the tick's settings
     threads: workflow.cores
     log:
@@ -59,9 +56,9 @@ rule disk_vm:
 
 rule measurement_table:
     input:
-        runs=lambda w: TABLES[w.table]["runs"],
-        builds=lambda w: [kernel_outputs(v)["build"] for v in TABLES[w.table]["variants"]],
-        qemus=lambda w: [qemu_outputs(q)["build"] for q in TABLES[w.table]["qemus"]],
+        runs=lambda w: PLAN.tables[w.table]["runs"],
+        builds=lambda w: [PLAN.kernel_outputs(v)["build"] for v in PLAN.tables[w.table]["variants"]],
+        qemus=lambda w: [PLAN.qemu_outputs(q)["build"] for q in PLAN.tables[w.table]["qemus"]],
         host=HOST_SNAPSHOT,
         capabilities=HOST_CAPABILITIES,
         accelerator=ACCELERATOR,
@@ -70,9 +67,9 @@ rule measurement_table:
         csv=f"{RESULTS}/tables/{{table}}.csv",
         provenance=f"{RESULTS}/tables/{{table}}.provenance.json",
     wildcard_constraints:
-        table="|".join(TABLES) or "(?!)",
+        table="|".join(PLAN.tables) or "(?!)",
     params:
-        table=lambda w: {k: v for k, v in TABLES[w.table].items() if k != "runs"},
+        table=lambda w: {k: v for k, v in PLAN.tables[w.table].items() if k != "runs"},
         default_qemu=config["vm"]["qemu"],
     log:
         f"{RESULTS}/tables/{{table}}.log",

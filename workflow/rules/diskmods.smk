@@ -5,48 +5,20 @@
 #           exit runs per side, beside bonnie++ throughput and CPU.
 #   sched   §3.2.2, modification 4: the guest's I/O scheduler of the data disk under a host
 #           that schedules too (a loop device made for the run, guestio.workloads.hostdisk).
-# Included before disk.smk and figures.smk: registers the tables "coalesce" and "sched" and
-# the figure "sched".  Every repetition is a disk_vm job of disk.smk, every exit run an
+# Every repetition is a disk_vm job of disk.smk, every exit run an
 # exit_sites job of exits.smk (runs of the same condition are shared with Fig 1 and Table 3).
 
-DISKMODS = config["diskmods"]
-DISKMODS_REPS = range(DISKMODS["repetitions"])
-COALESCE = DISKMODS["coalesce"]
-COALESCE_SIDES = {side: disk_condition(variant=COALESCE[side]["variant"], qemu=COALESCE[side]["qemu"])
-                  for side in ("before", "after")}
-register_table("coalesce", disk_vm_runs(COALESCE_SIDES.values(), reps=DISKMODS_REPS),
-               variants=conditions_variants(COALESCE_SIDES.values()), qemus=conditions_qemus(COALESCE_SIDES.values()),
-               experiment="disk", config_sections=["disk", "diskmods"])
-
-SCHED = DISKMODS["sched"]
-# The host schedulers as they run on this host: diskmods.sched.host with what the kernel does
-# not offer replaced by diskmods.sched.host_fallback (resolved once, guestio.hostprobe); the run
-# path names the one used (host-<scheduler>).
-SCHED_HOSTS = HOST_PROBE.host_schedulers
-SCHED_CONDITIONS = [disk_condition(variant=SCHED["variant"], gsched=g, hsched=h)
-                    for h in SCHED_HOSTS for g in SCHED["guest"]]
-register_table("sched", disk_vm_runs(SCHED_CONDITIONS, reps=DISKMODS_REPS),
-               variants=conditions_variants(SCHED_CONDITIONS), qemus=conditions_qemus(SCHED_CONDITIONS),
-               experiment="disk", config_sections=["disk", "diskmods"])
-FIGURES["sched"] = "sched"
-
-
-# Files of the before and the after exit runs (bonnie++ under the exit backend), by name: every
-# repetition of before, then every repetition of after.  The before side's rep0 is Table 3's run.
-COALESCE_EXIT_REPS = range(COALESCE["exit_repetitions"])
-COALESCE_EXITS = {name: [path for side in ("before", "after")
-                         for path in exit_runs("bonnie", [COALESCE[side]["variant"]], COALESCE[side]["qemu"], name,
-                                               reps=COALESCE_EXIT_REPS)]
-                  for name in ("exits.csv", "summary.json", "provenance.json")}
+# The conditions, the runs and Table 4's exit runs: guestio.plan.stages.Coalesce and Sched
+# (PLAN.coalesce, PLAN.sched).
 
 
 rule table4:
     input:
-        exits=COALESCE_EXITS["exits.csv"],
-        summaries=COALESCE_EXITS["summary.json"],
-        exit_provenance=COALESCE_EXITS["provenance.json"],
-        bonnie=table_files("coalesce")["csv"],
-        bonnie_provenance=table_files("coalesce")["provenance"],
+        exits=PLAN.coalesce.exits["exits.csv"],
+        summaries=PLAN.coalesce.exits["summary.json"],
+        exit_provenance=PLAN.coalesce.exits["provenance.json"],
+        bonnie=PLAN.table_files("coalesce")["csv"],
+        bonnie_provenance=PLAN.table_files("coalesce")["provenance"],
         code=[REPO / "workflow" / "guestio" / "analysis" / "stats.py", REPO / "workflow" / "guestio" / "exits" / "schema.py"],
     output:
         markdown=f"{RESULTS}/tables/table4.md",
@@ -54,9 +26,9 @@ rule table4:
         csv=f"{RESULTS}/tables/table4.csv",
         provenance=f"{RESULTS}/tables/table4.provenance.json",
     params:
-        sides={side: {"variant": COALESCE[side]["variant"], "qemu": COALESCE[side]["qemu"]} for side in ("before", "after")},
-        sites=COALESCE["sites"],
-        exit_repetitions=COALESCE["exit_repetitions"],
+        sides={side: {"variant": c["variant"], "qemu": c["qemu"]} for side, c in PLAN.coalesce.sides.items()},
+        sites=config["diskmods"]["coalesce"]["sites"],
+        exit_repetitions=config["diskmods"]["coalesce"]["exit_repetitions"],
         seed=config["figures"]["seed"],
     log:
         f"{RESULTS}/tables/table4.log",
@@ -68,4 +40,4 @@ rule table4:
 
 rule sched:
     input:
-        figure_files("sched"),
+        PLAN.figure_files("sched"),

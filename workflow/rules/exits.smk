@@ -1,12 +1,8 @@
 # Exit tracing, Table 3: the backend follows the accelerator decision (KVM tracepoints, or
 # modelled exits from a QEMU plugin under TCG).  Fig 6: boot-only runs of the 32-bit kernels.
 
-PMTMR = config["pmtmr"]
-PMTMR_VARIANTS = list(guestio.config.PMTMR_VARIANTS)
-BOOT_RUNS = [f"{exit_dir('boot', v, config['vm']['qemu'], rep)}/measurements.csv"
-             for v in PMTMR_VARIANTS for rep in range(PMTMR["repetitions"])]
-register_table("boot", BOOT_RUNS, variants=PMTMR_VARIANTS, config_sections=["pmtmr"])
-FIGURES["fig6"] = "boot"
+# The boot-only runs and their table: guestio.plan.stages.Pmtmr (PLAN.pmtmr).
+
 
 rule exit_plugin:
     input:
@@ -29,12 +25,12 @@ rule exit_plugin:
 
 rule exit_sites:
     input:
-        unpack(lambda w: kernel_outputs(w.variant)),
-        unpack(exit_run_inputs),
+        unpack(lambda w: PLAN.kernel_outputs(w.variant)),
+        unpack(lambda w: PLAN.exit_run_inputs(w.variant, w.rep)),
         image_manifest=IMAGE_MANIFEST,
-        accelerator=exits_accelerator,
+        accelerator=lambda w: PLAN.exits_accelerator(w.variant, w.rep),
         host=HOST_SNAPSHOT,
-        qemu=qemu_build_of,
+        qemu=lambda w: PLAN.qemu_outputs(w.qemu)["build"],
         job=JOBS_DIR / "bonnie.sh",
         job_lib=JOB_LIB,
     output:
@@ -46,8 +42,8 @@ rule exit_sites:
     params:
         vm=config["vm"],
         exits=config["exits"],
-        guest_scheduler=DISK["guest_scheduler"],
-        recorded=lambda w: exits_recorded(w.variant, w.rep),
+        guest_scheduler=config["disk"]["guest_scheduler"],
+        recorded=lambda w: PLAN.exits_recorded(w.variant, w.rep),
         tick=lambda w: guestio.workloads.tick.trigger(config, w.qemu),  # timer.smk: the tick's settings
     threads: workflow.cores
     log:
@@ -60,17 +56,17 @@ rule exit_sites:
 
 rule table3:
     input:
-        exits=exit_runs("bonnie", config["exits"]["variants"], config["vm"]["qemu"], "exits.csv"),
-        summaries=exit_runs("bonnie", config["exits"]["variants"], config["vm"]["qemu"], "summary.json"),
+        exits=PLAN.exit_runs("bonnie", config["exits"]["variants"], config["vm"]["qemu"], "exits.csv"),
+        summaries=PLAN.exit_runs("bonnie", config["exits"]["variants"], config["vm"]["qemu"], "summary.json"),
         # the 32-bit guest's boot, where verify_pmtmr_rate exists (Fig 6's first boot run of each side)
-        boot=lambda w: table3_boot_runs(PMTMR_VARIANTS),
+        boot=lambda w: PLAN.table3_boot_runs(),
     output:
         csv=f"{RESULTS}/tables/table3.csv",
         markdown=f"{RESULTS}/tables/table3.md",
         latex=f"{RESULTS}/tables/table3.tex",
     params:
         variants=config["exits"]["variants"],
-        boot_variants=PMTMR_VARIANTS,
+        boot_variants=PLAN.pmtmr.variants,
         top=config["exits"]["top"],
     log:
         f"{RESULTS}/tables/table3.log",
@@ -85,10 +81,10 @@ rule table3:
 # Always TCG with the plugin, on a KVM host too: the counts are modelled exits.
 rule boot_exits:
     input:
-        unpack(lambda w: kernel_outputs(w.variant)),
+        unpack(lambda w: PLAN.kernel_outputs(w.variant)),
         plugin=PLUGIN,
         host=HOST_SNAPSHOT,
-        qemu=qemu_build_of,
+        qemu=lambda w: PLAN.qemu_outputs(w.qemu)["build"],
     output:
         exits=f"{EXIT_DIR}/exits.csv",
         csv=f"{EXIT_DIR}/measurements.csv",
@@ -97,7 +93,7 @@ rule boot_exits:
         workload="boot",
     params:
         vm=config["vm"],
-        memory_mib=PMTMR["memory_mib"],
+        memory_mib=config["pmtmr"]["memory_mib"],
         qemu=lambda w: w.qemu,
     # the PIT polling that verify_pmtmr_rate does lasts 30 ms of the guest's time: no other job
     # beside it, so that the count depends on the kernel, not the load

@@ -7,8 +7,8 @@ ANALYSIS = REPO / "workflow" / "guestio" / "analysis"
 
 rule figure:
     input:
-        csv=lambda w: f"{RESULTS}/tables/{FIGURES[w.fig]}.csv",
-        provenance=lambda w: f"{RESULTS}/tables/{FIGURES[w.fig]}.provenance.json",
+        csv=lambda w: f"{RESULTS}/tables/{PLAN.figures[w.fig]}.csv",
+        provenance=lambda w: f"{RESULTS}/tables/{PLAN.figures[w.fig]}.provenance.json",
         code=[ANALYSIS / name for name in ("figures.py", "figure_data.py", "figure_drawing.py", "stats.py", "claims.py",
                                            "claim_model.py", "claims_check.py", "placeholders.py", "claims.yaml",
                                            "measurements.py")],
@@ -17,11 +17,11 @@ rule figure:
         png=f"{RESULTS}/figures/{{fig}}.png",
         summary=f"{RESULTS}/figures/{{fig}}-ratios.csv",
     wildcard_constraints:
-        fig="|".join(FIGURES) or "(?!)",
+        fig="|".join(PLAN.figures) or "(?!)",
     params:
         figure=lambda w: w.fig,
         seed=config["figures"]["seed"],
-        defaults=CONDITION_DEFAULTS,
+        defaults=PLAN.condition_defaults,
     log:
         f"{RESULTS}/figures/{{fig}}.log",
     conda:
@@ -32,14 +32,14 @@ rule figure:
 
 rule fig1:
     input:
-        figure_files("fig1"),
+        PLAN.figure_files("fig1"),
 
 
 rule fig2:
     input:
-        figure_files("fig2"),
+        PLAN.figure_files("fig2"),
 
 
 rule fig6:
     input:
-        figure_files("fig6"),
+        PLAN.figure_files("fig6"),

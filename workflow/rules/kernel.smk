@@ -20,9 +20,9 @@ rule kernel_source:
 rule kernel:
     input:
         source=f"{KERNEL_DIR}/source.json",
-        layers=layer_files,
+        layers=lambda w: PLAN.layer_files(w.variant),
     output:
-        **kernel_outputs("{variant}"),
+        **PLAN.kernel_outputs("{variant}"),
     params:
         layers=lambda w: config["variants"][w.variant],
         layers_root=LAYERS_ROOT,

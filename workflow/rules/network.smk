@@ -6,36 +6,15 @@
 # Each repetition is its own job and takes every core, so no other job disturbs it.
 
 NET = config["network"]
-NET_REPS = range(NET["repetitions"])
 NET_VM_DIR = guestio.paths.template("net_vm", RESULTS)
 NET_NATIVE_DIR = guestio.paths.template("net_native", RESULTS)
+# What the figures are drawn by: editing it redraws them and reruns nothing else.
 NET_CODE = [str(REPO / "workflow" / "guestio" / p) for p in
             ("net/figures.py", "analysis/stats.py", "analysis/claims.py", "analysis/claim_model.py",
              "analysis/claims_check.py", "analysis/placeholders.py", "analysis/claims.yaml",
              "analysis/measurements.py", "workloads/netbench.py", "workloads/netbench_parsers.py",
              "workloads/netbench_counters.py", "workloads/netbench_session.py", "workloads/netbench_records.py")]
-
-for _key in ("variant", "nonapi_variant"):
-    if NET[_key] not in config["variants"]:
-        raise WorkflowError(f"invalid configuration: network.{_key}: {NET[_key]!r} is not a kernel variant; "
-                            f"variants defines: {', '.join(config['variants'])}")
-
-
-# One table for the experiment: Fig 3 (the ping NIC's runs), Fig 4 (native and every NIC),
-# Fig 7 (e1000 with and without NAPI).
-_VM_CONDITIONS = ([(NET["variant"], nic) for nic in NET["nics"]] + [(NET["variant"], NET["ping_nic"]),
-                  (NET["variant"], "e1000"), (NET["nonapi_variant"], "e1000")])
-NET_RUNS = ([f"{guestio.paths.run_dir('net_native', RESULTS, rep=r)}/measurements.csv" for r in NET_REPS]
-            + [f"{guestio.paths.run_dir('net_vm', RESULTS, variant=v, qemu=config['vm']['qemu'], nic=n, rep=r)}/measurements.csv"
-               for v, n in _VM_CONDITIONS for r in NET_REPS])
-register_table("net", NET_RUNS, variants=[NET["variant"], NET["nonapi_variant"]], experiment="net",
-               config_sections=("network",))
-NET_EXITS = exit_runs("netperf", [NET["variant"]], config["vm"]["qemu"], "exits.csv")[0]
-NET_FIGURES = ("fig3", "fig4", "fig7")
-
-
-NET_FIGURE_FILES = {fig: {"pdf": f"{RESULTS}/figures/{fig}.pdf", "png": f"{RESULTS}/figures/{fig}.png",
-                           "csv": f"{RESULTS}/figures/{fig}-ratios.csv"} for fig in NET_FIGURES}
+# The runs, the table and Table 2's exit run: guestio.plan.stages.Network (PLAN.network).
 
 
 rule net_native:
@@ -57,12 +36,12 @@ rule net_native:
 
 rule net_vm:
     input:
-        unpack(lambda w: kernel_outputs(w.variant)),
+        unpack(lambda w: PLAN.kernel_outputs(w.variant)),
         initrd=IMAGE,
         image_manifest=IMAGE_MANIFEST,
         accelerator=ACCELERATOR,
         host=HOST_SNAPSHOT,
-        qemu=qemu_build_of,
+        qemu=lambda w: PLAN.qemu_outputs(w.qemu)["build"],
         job=JOBS_DIR / "net.sh",
         job_lib=JOB_LIB,
     output:
@@ -84,13 +63,13 @@ rule net_vm:
 
 rule net_exits:
     input:
-        unpack(lambda w: kernel_outputs(w.variant)),
-        unpack(exit_plugin_input),
+        unpack(lambda w: PLAN.kernel_outputs(w.variant)),
+        unpack(lambda w: PLAN.exit_plugin_input()),
         initrd=IMAGE,
         image_manifest=IMAGE_MANIFEST,
         accelerator=ACCELERATOR,
         host=HOST_SNAPSHOT,
-        qemu=qemu_build_of,
+        qemu=lambda w: PLAN.qemu_outputs(w.qemu)["build"],
         job=JOBS_DIR / "net.sh",
         job_lib=JOB_LIB,
     output:
@@ -116,10 +95,10 @@ rule net_exits:
 # redraws them and reruns nothing else.
 rule net_fig3:
     input:
-        **table_files("net"),
+        **PLAN.table_files("net"),
         code=NET_CODE,
     output:
-        **NET_FIGURE_FILES["fig3"],
+        **PLAN.network.figure_files["fig3"],
     params:
         figure="fig3",
         seed=config["figures"]["seed"],
@@ -134,10 +113,10 @@ rule net_fig3:
 
 rule net_fig4:
     input:
-        **table_files("net"),
+        **PLAN.table_files("net"),
         code=NET_CODE,
     output:
-        **NET_FIGURE_FILES["fig4"],
+        **PLAN.network.figure_files["fig4"],
     params:
         figure="fig4",
         seed=config["figures"]["seed"],
@@ -152,10 +131,10 @@ rule net_fig4:
 
 rule net_fig7:
     input:
-        **table_files("net"),
+        **PLAN.table_files("net"),
         code=NET_CODE,
     output:
-        **NET_FIGURE_FILES["fig7"],
+        **PLAN.network.figure_files["fig7"],
     params:
         figure="fig7",
         seed=config["figures"]["seed"],
@@ -170,8 +149,8 @@ rule net_fig7:
 
 rule net_table2:
     input:
-        exits=NET_EXITS,
-        summary=str(Path(NET_EXITS).with_name("summary.json")),
+        exits=PLAN.network.exits,
+        summary=str(Path(PLAN.network.exits).with_name("summary.json")),
         code=[str(REPO / "workflow" / "guestio" / "exits" / name) for name in ("schema.py", "exit_tables.py")],
     output:
         csv=f"{RESULTS}/tables/table2.csv",
@@ -179,7 +158,7 @@ rule net_table2:
         latex=f"{RESULTS}/tables/table2.tex",
     params:
         network=NET,
-        variant=NET["variant"],
+        variant=config["network"]["variant"],
     log:
         f"{RESULTS}/tables/table2.log",
     conda:
@@ -190,17 +169,17 @@ rule net_table2:
 
 rule fig3:
     input:
-        list(NET_FIGURE_FILES["fig3"].values()),
+        list(PLAN.network.figure_files["fig3"].values()),
 
 
 rule fig4:
     input:
-        list(NET_FIGURE_FILES["fig4"].values()),
+        list(PLAN.network.figure_files["fig4"].values()),
 
 
 rule fig7:
     input:
-        list(NET_FIGURE_FILES["fig7"].values()),
+        list(PLAN.network.figure_files["fig7"].values()),
 
 
 rule table2:

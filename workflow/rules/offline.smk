@@ -13,16 +13,16 @@ PREBUILT = OFFLINE.get("prebuilt")
 OFFLINE_PACK = f"{RESULTS}/offline/guestio-offline.tar.gz"
 # What the acceptance DAG boots: the probe's kernel, the smoke, disk, exit and network variants,
 # the timer conditions' kernels and QEMUs.
-PACK_VARIANTS = list(dict.fromkeys([VARIANTS[0], *config["smoke"]["variants"], *DISK["variants"],
-                                    *config["exits"]["variants"], NET["variant"],
-                                    *(v for v, _q in TIMER_CONDITIONS.values())]))
-PACK_QEMUS = list(dict.fromkeys([config["vm"]["qemu"], *(q for _v, q in TIMER_CONDITIONS.values())]))
+PACK_VARIANTS = list(dict.fromkeys([VARIANTS[0], *config["smoke"]["variants"], *config["disk"]["variants"],
+                                    *config["exits"]["variants"], config["network"]["variant"],
+                                    *(v for v, _q in PLAN.timer.conditions.values())]))
+PACK_QEMUS = list(dict.fromkeys([PLAN.vm_qemu, *(q for _v, q in PLAN.timer.conditions.values())]))
 
 
 rule offline_pack:
     input:
-        kernels=[f for v in PACK_VARIANTS for f in kernel_outputs(v).values()],
-        qemus=[qemu_outputs(q)["build"] for q in PACK_QEMUS],
+        kernels=[f for v in PACK_VARIANTS for f in PLAN.kernel_outputs(v).values()],
+        qemus=[PLAN.qemu_outputs(q)["build"] for q in PACK_QEMUS],
         image=IMAGE,
         image_manifest=IMAGE_MANIFEST,
     output:
@@ -56,7 +56,7 @@ if PREBUILT:
         input:
             pack=f"{PREBUILT}/{guestio.build.offline.PACK_FILE}",
         output:
-            **kernel_outputs("{variant}"),
+            **PLAN.kernel_outputs("{variant}"),
         localrule: True
         log:
             f"{KERNEL_DIR}/{{variant}}/from-pack.log",

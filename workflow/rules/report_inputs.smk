@@ -7,7 +7,7 @@
 #            re-renders every figure and table offline, byte-identically.
 # The functions of report.smk (the rules are there): what is built, the claims evidence, the
 # report entries and captions, the render specs of the bundle.  Read what the other stages
-# registered (FIGURES, TABLES, rules), so they run at DAG time or after every include.
+# registered (PLAN.figures, PLAN.tables, rules), so they run at DAG time or after every include.
 
 import os
 import sys
@@ -59,7 +59,7 @@ def _input_provenance(rule_name):
 
 def _all_built():
     return [aid for aid, art in guestio.analysis.claims.load_artifacts().items()
-            if art.built_by and workflow.is_rule(art.built_by) and (art.built_by != "figure" or aid in FIGURES)]
+            if art.built_by and workflow.is_rule(art.built_by) and (art.built_by != "figure" or aid in PLAN.figures)]
 
 
 def built_artifacts():
@@ -72,10 +72,10 @@ def built_artifacts():
         if REPORT_ARTIFACTS is not None and aid not in REPORT_ARTIFACTS:
             continue
         if art.built_by == "figure":
-            if aid in FIGURES:
+            if aid in PLAN.figures:
                 out[aid] = {"kind": "figure", "rule": "figure", "wildcards": {"fig": aid},
-                            "files": figure_files(aid), "csv": f"{RESULTS}/figures/{aid}-ratios.csv",
-                            "png": figure_files(aid)[1], "table": FIGURES[aid]}
+                            "files": PLAN.figure_files(aid), "csv": f"{RESULTS}/figures/{aid}-ratios.csv",
+                            "png": PLAN.figure_files(aid)[1], "table": PLAN.figures[aid]}
             continue
         outputs = _plain_outputs(art.built_by)
         if not outputs:
@@ -117,10 +117,10 @@ def claims_evidence(all_tables=False):
                 ev.ratios[aid] = b["csv"]
         elif b["csv"]:
             ev.exit_tables[aid] = b["csv"]
-    ev.tables = [table_files(name)["csv"] for name in (TABLES if all_tables else report_tables())]
+    ev.tables = [PLAN.table_files(name)["csv"] for name in (PLAN.tables if all_tables else report_tables())]
     # Selectors match unnamed columns to their default, as the figures do: "-" where a column
-    # does not apply, else the default condition's value (CONDITION_DEFAULTS).
-    ev.defaults = {column: ["-", str(value)] for column, value in CONDITION_DEFAULTS.items()}
+    # does not apply, else the default condition's value (PLAN.condition_defaults).
+    ev.defaults = {column: ["-", str(value)] for column, value in PLAN.condition_defaults.items()}
     return ev
 
 def report_tables():
@@ -128,37 +128,37 @@ def report_tables():
     are made from, i.e. a figure's own table or the tables that a table artifact's builder
     reads (coalesce, for Table 4)."""
     if REPORT_ARTIFACTS is None:
-        return list(TABLES)
+        return list(PLAN.tables)
     wanted = set()
     for built in built_artifacts().values():   # already narrowed to report.artifacts
         if built["kind"] == "figure":
             wanted.add(built.get("table"))
         else:
             inputs = {str(f) for f in workflow.get_rule(built["rule"]).input if isinstance(f, str)}
-            wanted |= {name for name in TABLES if table_files(name)["csv"] in inputs}
-    return [name for name in TABLES if name in wanted]
+            wanted |= {name for name in PLAN.tables if PLAN.table_files(name)["csv"] in inputs}
+    return [name for name in PLAN.tables if name in wanted]
 
 def artifact_files(wildcards=None):
     """Every file of every built artifact, and the measurement tables with their provenance."""
     files = [f for b in built_artifacts().values() for f in b["files"] + ([b["csv"]] if b["csv"] else [])]
     for name in report_tables():
-        files += list(table_files(name).values())
+        files += list(PLAN.table_files(name).values())
     return list(dict.fromkeys(files))
 
 def report_facts():
     built = built_artifacts()
     facts = ReportFacts(claims_csv=CLAIMS_CSV, claims_md=CLAIMS_MD,
-                        placeholders={"sched_host": CONDITION_DEFAULTS["sched_host"]})
+                        placeholders={"sched_host": PLAN.condition_defaults["sched_host"]})
     for aid, b in built.items():
         facts.expected[aid] = list(b["files"])
         if b["kind"] == "figure":
             facts.figures[aid] = {"png": b["png"], "ratios": b["csv"] or "",
-                                  "provenance": table_files(b["table"])["provenance"] if b.get("table") else ""}
+                                  "provenance": PLAN.table_files(b["table"])["provenance"] if b.get("table") else ""}
         else:
             facts.tables[aid] = {"csv": b["csv"], "markdown": b.get("markdown") or "",
                                  "provenance": b.get("provenance") or ""}
     for name in report_tables():
-        facts.data[name] = table_files(name)
+        facts.data[name] = PLAN.table_files(name)
     return facts
 
 def report_entries():
@@ -173,7 +173,7 @@ def report_entries():
         elif b["csv"]:
             entries[f"table-{aid}"] = (b["csv"], "table.rst", "3. Tables", arts[aid].paper_id)
     for name in report_tables():
-        entries[f"data-{name}"] = (table_files(name)["csv"], "data.rst", "4. Measurements", name)
+        entries[f"data-{name}"] = (PLAN.table_files(name)["csv"], "data.rst", "4. Measurements", name)
     return entries
 
 def _caption(name):

@@ -7,7 +7,7 @@ rule host_snapshot:
         f"{RESULTS}/host/host.log",
     params:
         # A different host (or a host whose KVM changed) takes a new snapshot.
-        host=host_identity,
+        host=lambda w: guestio.provenance.host_identity(),
     conda:
         CONDA_ENV
     script:
@@ -16,9 +16,9 @@ rule host_snapshot:
 
 rule accelerator:
     input:
-        kernel=kernel_outputs(VARIANTS[0])["bzimage"],
+        kernel=PLAN.kernel_outputs(VARIANTS[0])["bzimage"],
         initrd=IMAGE,
-        qemu=run_qemu,
+        qemu=PLAN.qemu_outputs(PLAN.vm_qemu)["build"],
     output:
         ACCELERATOR,
     params:
@@ -26,7 +26,7 @@ rule accelerator:
         timeout_s=config["vm"]["probe_timeout_s"],
         kernel_append=config["vm"]["append"],
         memory_mib=config["vm"]["memory_mib"],
-        host=host_identity,
+        host=lambda w: guestio.provenance.host_identity(),
     log:
         f"{RESULTS}/host/accelerator.log",
     conda:
@@ -37,12 +37,12 @@ rule accelerator:
 
 rule smoke_boot:
     input:
-        unpack(lambda w: kernel_outputs(w.variant)),
+        unpack(lambda w: PLAN.kernel_outputs(w.variant)),
         initrd=IMAGE,
         image_manifest=IMAGE_MANIFEST,
         accelerator=ACCELERATOR,
         host=HOST_SNAPSHOT,
-        qemu=run_qemu,
+        qemu=PLAN.qemu_outputs(PLAN.vm_qemu)["build"],
         job=JOBS_DIR / "smoke.sh",
         job_lib=JOB_LIB,
     output:
