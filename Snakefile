@@ -41,5 +41,10 @@ rule all:
         f"{RESULTS}/tables/table2.md",
         f"{RESULTS}/tables/table1.md",
         CLAIMS_MD,
-        report_targets(),
-        BEYOND_TARGETS,
+        REPORTING.report_targets(),
+        REPORTING.beyond_targets,
+
+
+# Rules that take seconds and need no node run on the submitting host under a cluster executor
+# (profiles/slurm): named once every rule exists.
+workflow.localrules(*REPORTING.local_rules())

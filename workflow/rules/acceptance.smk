@@ -1,15 +1,11 @@
 # The KVM acceptance run (config/kvm-acceptance.yaml, docs/kvm-acceptance.md): a verdict that the
 # KVM branch ran end to end, read from the runs (guestio.report.kvm_acceptance), beside the bundle
-# that guestio.report.compare reads against a TCG run.  Included after report.smk: it names the
-# exit runs the timer and network stages registered and the bundle.
+# that guestio.report.compare reads against a TCG run.
 
 ACCEPTANCE = {"json": f"{RESULTS}/acceptance/kvm.json", "markdown": f"{RESULTS}/acceptance/kvm.md"}
-# Table 3's bonnie++ exit run of each exits.variants kernel, on vm.qemu.
-ACCEPTANCE_BONNIE_EXITS = [str(Path(p).parent) for p in
-                           PLAN.exit_runs("bonnie", config["exits"]["variants"], config["vm"]["qemu"], "summary.json")]
-# Table 1's exit runs (condition -> directory) and the PIT scale of each one's QEMU.
-ACCEPTANCE_TICK_RUNS = {name: (d, guestio.workloads.tick.settings(config, qemu)["pit_scale"])
-                        for (name, (_v, qemu)), d in zip(PLAN.timer.conditions.items(), PLAN.timer.exit_dirs)}
+# Table 3's bonnie++ exit runs, and Table 1's (condition -> directory, PIT scale of its QEMU).
+ACCEPTANCE_BONNIE_EXITS = PLAN.acceptance_bonnie_exits()
+ACCEPTANCE_TICK_RUNS = PLAN.acceptance_tick_runs()
 
 
 rule kvm_acceptance_check:
@@ -40,4 +36,4 @@ rule kvm_acceptance_check:
 rule kvm_acceptance:
     input:
         **ACCEPTANCE,
-        bundle=BUNDLE,
+        bundle=PLAN.bundle,

@@ -11,12 +11,8 @@ import guestio.build.offline
 OFFLINE = config.get("offline") or {}
 PREBUILT = OFFLINE.get("prebuilt")
 OFFLINE_PACK = f"{RESULTS}/offline/guestio-offline.tar.gz"
-# What the acceptance DAG boots: the probe's kernel, the smoke, disk, exit and network variants,
-# the timer conditions' kernels and QEMUs.
-PACK_VARIANTS = list(dict.fromkeys([VARIANTS[0], *config["smoke"]["variants"], *config["disk"]["variants"],
-                                    *config["exits"]["variants"], config["network"]["variant"],
-                                    *(v for v, _q in PLAN.timer.conditions.values())]))
-PACK_QEMUS = list(dict.fromkeys([PLAN.vm_qemu, *(q for _v, q in PLAN.timer.conditions.values())]))
+# What the acceptance DAG boots (guestio.plan.Plan.pack_builds).
+PACK_VARIANTS, PACK_QEMUS = PLAN.pack_builds()
 
 
 rule offline_pack:

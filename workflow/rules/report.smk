@@ -9,10 +9,19 @@
 #   bundle   results/bundle/guestio-bundle.tar.gz: workflow, config, envs, data, provenance,
 #            logs, figures and tables, sha256 manifest, RO-Crate; `python3 rerender.py` inside it
 #            re-renders every figure and table offline, byte-identically
-# Included last: its functions (report_inputs.smk) read what the other stages registered.
+# What they take in (which artifacts are built, their files, the claims' evidence, the report
+# entries, the render specs): guestio.report.report_plan, read at DAG time.
 
+import guestio.report.report_plan
+import guestio.report.workflow_view
 
-include: "report_inputs.smk"
+REPORTING = guestio.report.report_plan.ReportPlan(
+    PLAN, guestio.report.workflow_view.WorkflowView(workflow, REPO), config)
+CLAIMS_MD = REPORTING.claims_md
+CLAIMS_CSV = REPORTING.claims_csv
+CLAIMS_QUANTITIES = REPORTING.claims_quantities
+CLAIMS_COST = REPORTING.claims_cost
+BUNDLE = REPORTING.bundle
 
 
 report: "../report/workflow.rst"
@@ -20,11 +29,11 @@ report: "../report/workflow.rst"
 
 rule claims_cost:
     input:
-        artifact_files,
+        lambda w: REPORTING.artifact_files(),
     output:
         CLAIMS_COST,
     params:
-        evidence=lambda w: claims_evidence(),
+        evidence=lambda w: REPORTING.claims_evidence(),
     localrule: True
     log:
         f"{RESULTS}/claims-cost.log",
@@ -36,15 +45,15 @@ rule claims_cost:
 
 rule claims_table:
     input:
-        artifacts=artifact_files,
+        artifacts=lambda w: REPORTING.artifact_files(),
         cost=CLAIMS_COST,
-        code=REPORT_CODE,
+        code=REPORTING.code,
     output:
         markdown=CLAIMS_MD,
         csv=CLAIMS_CSV,
         quantities=CLAIMS_QUANTITIES,
     params:
-        evidence=lambda w: claims_evidence(),
+        evidence=lambda w: REPORTING.claims_evidence(),
     localrule: True
     log:
         f"{RESULTS}/claims.log",
@@ -68,12 +77,12 @@ rule claims:
 # profile that leaves artifacts out plans no runs for it; they read "not measured here".
 rule beyond:
     input:
-        artifacts=artifact_files,
-        code=REPORT_CODE + [str(REPO / "workflow" / "guestio" / "report" / n) for n in ("beyond.py", "beyond.yaml")],
+        artifacts=lambda w: REPORTING.artifact_files(),
+        code=REPORTING.code + [str(REPO / "workflow" / "guestio" / "report" / n) for n in ("beyond.py", "beyond.yaml")],
     output:
-        **BEYOND,
+        **REPORTING.beyond,
     params:
-        evidence=lambda w: claims_evidence(),
+        evidence=lambda w: REPORTING.claims_evidence(),
     localrule: True
     log:
         f"{RESULTS}/beyond.log",
@@ -85,16 +94,16 @@ rule beyond:
 
 rule report_entry:
     input:
-        unpack(report_entry_input),
+        unpack(lambda w: REPORTING.report_entry_input(w.entry)),
     output:
-        f"{REPORT_DIR}/entries/{{entry}}.txt",
+        f"{REPORTING.report_dir}/entries/{{entry}}.txt",
     wildcard_constraints:
         entry="[a-z0-9_]+(-[a-z0-9_-]+)?",
     params:
-        facts=lambda w: report_facts(),
+        facts=lambda w: REPORTING.report_facts(),
     localrule: True
     log:
-        f"{REPORT_DIR}/entries/{{entry}}.log",
+        f"{REPORTING.report_dir}/entries/{{entry}}.log",
     conda:
         CONDA_ENV
     script:
@@ -103,14 +112,14 @@ rule report_entry:
 
 rule render_specs:
     input:
-        artifacts=artifact_files,
+        artifacts=lambda w: REPORTING.artifact_files(),
         claims=[CLAIMS_MD, CLAIMS_CSV, CLAIMS_QUANTITIES],
         # its rendering job is recorded only once its files exist
-        beyond=BEYOND_TARGETS,
+        beyond=REPORTING.beyond_targets,
     output:
         f"{RESULTS}/bundle/render.json",
     params:
-        specs=lambda w: render_specs(),
+        specs=lambda w: REPORTING.render_specs(),
     localrule: True
     log:
         f"{RESULTS}/bundle/render.log",
@@ -122,9 +131,9 @@ rule render_specs:
 
 rule bundle:
     input:
-        artifacts=artifact_files,
+        artifacts=lambda w: REPORTING.artifact_files(),
         claims=[CLAIMS_MD, CLAIMS_CSV, CLAIMS_QUANTITIES, CLAIMS_COST],
-        beyond=BEYOND_TARGETS,
+        beyond=REPORTING.beyond_targets,
         render=f"{RESULTS}/bundle/render.json",
         capabilities=HOST_CAPABILITIES,
     output:
@@ -144,5 +153,3 @@ rule bundle:
     script:
         "../scripts/bundle.py"
 
-
-workflow.localrules(*_local_rules())

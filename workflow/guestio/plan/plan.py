@@ -14,6 +14,7 @@ from guestio.build import qemu as qemu_build
 from guestio.config import ConfigError
 from guestio.plan import stages
 from guestio.plan import tables
+from guestio.workloads import tick
 
 #: The keys of a disk condition, the matrix point a disk run measures; its run path encodes all of
 #: them, so an artifact that needs a condition another one already ran shares that run (Fig 1's VM
@@ -44,6 +45,8 @@ class Plan:
         self.data_disk = f"{results}/disks/data-{config['image']['data_disk_mib']}M.img"
         self.host_snapshot = f"{results}/host/host.json"
         self.accelerator = f"{results}/host/accelerator.json"
+        # The archival bundle of the run (rule bundle), which the KVM acceptance run hands on.
+        self.bundle = f"{results}/bundle/guestio-bundle.tar.gz"
         # Per results dir: the plugin is built against that dir's QEMU source record, so two
         # results dirs do not rebuild one shared file and force each other's exit runs to redo.
         self.plugin = f"{results}/exits/plugin/libexitcount.so"
@@ -178,6 +181,27 @@ class Plan:
         if not self.fig6_selected() or self.config["exits"].get("kvm_recorded"):
             return []
         return self.exit_runs("boot", self.pmtmr.variants, self.vm_qemu, "exits.csv")
+
+    # ------------------------------------------------------------------ the KVM acceptance run
+
+    def pack_builds(self) -> tuple[list[str], list[str]]:
+        """(kernel variants, QEMU variants) that the acceptance DAG boots, which the offline pack
+        carries: the probe's kernel, the smoke, disk, exit and network variants, the timer
+        conditions' kernels and QEMUs."""
+        timer = list(self.timer.conditions.values())
+        variants = [self.variants[0], *self.config["smoke"]["variants"], *self.disk["variants"],
+                    *self.config["exits"]["variants"], self.network.section["variant"], *(v for v, _q in timer)]
+        return list(dict.fromkeys(variants)), list(dict.fromkeys([self.vm_qemu, *(q for _v, q in timer)]))
+
+    def acceptance_bonnie_exits(self) -> list[str]:
+        """Table 3's bonnie++ exit run of each exits.variants kernel, on vm.qemu."""
+        return [str(Path(p).parent)
+                for p in self.exit_runs("bonnie", self.config["exits"]["variants"], self.vm_qemu, "summary.json")]
+
+    def acceptance_tick_runs(self) -> dict[str, tuple[str, float]]:
+        """Table 1's exit runs (condition -> (directory, the PIT scale of its QEMU))."""
+        return {name: (d, tick.settings(self.config, qemu)["pit_scale"])
+                for (name, (_v, qemu)), d in zip(self.timer.conditions.items(), self.timer.exit_dirs)}
 
     # ------------------------------------------------------------------ tables and figures
 
