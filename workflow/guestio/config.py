@@ -472,3 +472,22 @@ def check_inputs(config: dict, **layer_roots) -> None:
     if problems:
         raise ConfigError(f"refused configuration ({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n"
                           + "\n".join(f"  - {p}" for p in problems))
+
+
+#: The config's schema (workflow/schemas), with a description and a default for every key.
+SCHEMA = Path(__file__).resolve().parents[1] / "schemas" / "config.schema.yaml"
+
+
+def check_all(config: dict) -> None:
+    """Every check, in order, before any job; fills in the schema's defaults and expands ~ in the
+    config itself, so every rule gets the checked values.  Raises ConfigError naming each problem."""
+    from snakemake.utils import validate   # only where a workflow runs
+
+    check(config, SCHEMA)
+    check_variants(config, KERNEL_LAYERS_ROOT)
+    validate(config, str(SCHEMA))
+    # Paths, the subnet, the patches, the report's artifacts, the exit window: refused before
+    # anything is written.
+    check_inputs(config)
+    # Values that are each valid but cannot work together.
+    check_consistency(config, image_mib=image_size_mib(config["results_dir"]))

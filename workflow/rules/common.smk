@@ -3,7 +3,6 @@
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
 
 import guestio.config
 import guestio.lifetime
@@ -19,31 +18,21 @@ import guestio.vm
 import guestio.util
 
 REPO = Path(workflow.basedir)
-LAYERS_ROOT = REPO / "workflow" / "kernel" / "layers"
 JOBS_DIR = REPO / "workflow" / "jobs"
 JOB_LIB = guestio.vm.JOB_LIB  # sourced by every job, delivered beside it
 # The set-up command that error messages name carries this run's --configfile files.
 guestio.build.hostdirs.set_run_configfiles(workflow.overwrite_configfiles or [])
 
+# The config (guestio.config.check_all: its schema, defaults filled in, references, inputs,
+# consistency), then what this host offers (guestio.hostprobe: a capability it lacks has a stand-in,
+# such as bfq's diskmods.sched.host_fallback, or stops here naming what needs it and what to do),
+# then every file this config builds and runs, each stage's conditions and the tables and figures
+# drawn from them (guestio.plan): one object that every rule file reads.  All before any job.
 try:
-    guestio.config.check(config, REPO / "workflow" / "schemas" / "config.schema.yaml")
-    guestio.config.check_variants(config, LAYERS_ROOT)
-    # Fills in the schema's defaults.
-    validate(config, "../schemas/config.schema.yaml")
-    # Paths (~ expanded here, in config, for every rule), the subnet, the patches, the
-    # report's artifacts, the exit window: refused before anything is written.
-    guestio.config.check_inputs(config)
-    # Values that are each valid but cannot work together: before any job.
-    guestio.config.check_consistency(config, image_mib=guestio.config.image_size_mib(config["results_dir"]))
-except guestio.config.ConfigError as error:
-    raise WorkflowError(str(error))
-
-# What this host offers, before any job (guestio.hostprobe): a capability it lacks has a
-# stand-in (bfq's: diskmods.sched.host_fallback) or stops here, naming what needs it and what to
-# do.  HOST_PROBE.host_schedulers is diskmods.sched.host as it runs on this host.
-try:
+    guestio.config.check_all(config)
     HOST_PROBE = guestio.hostprobe.check(config, repo=REPO)
-except guestio.hostprobe.HostCapabilityError as error:
+    PLAN = guestio.plan.Plan(config, REPO, HOST_PROBE)
+except (guestio.config.ConfigError, guestio.hostprobe.HostCapabilityError) as error:
     raise WorkflowError(str(error))
 
 # A Snakemake killed outright (SIGKILL) leaves its locks; the next one removes them.
@@ -62,13 +51,6 @@ onstart:
     # run calls no onstart).  It never stops the run: a problem is one warning line.
     guestio.progress.start(workflow)
 
-
-# Every file this config builds and runs, each stage's conditions and the tables and figures
-# drawn from them (guestio.plan): one object, made before any rule, that every rule file reads.
-try:
-    PLAN = guestio.plan.Plan(config, REPO, HOST_PROBE)
-except guestio.config.ConfigError as error:
-    raise WorkflowError(str(error))
 
 VARIANTS = PLAN.variants
 QEMU_VARIANTS = PLAN.qemu_variants

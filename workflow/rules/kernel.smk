@@ -25,7 +25,7 @@ rule kernel:
         **PLAN.kernel_outputs("{variant}"),
     params:
         layers=lambda w: config["variants"][w.variant],
-        layers_root=LAYERS_ROOT,
+        layers_root=PLAN.layers_root,
         pristine=f"{BUILD}/src/linux",
         workdir=lambda w: f"{BUILD}/kernel/{w.variant}",
         ccache_dir=config["kernel"]["ccache_dir"],

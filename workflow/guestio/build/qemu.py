@@ -295,7 +295,7 @@ def rule_outputs(results: str, variant: str, qemu_config: dict) -> dict[str, str
 
 
 def outputs(results: str, variant: str, qemu_config: dict) -> dict[str, str]:
-    """The binary a variant's runs use and its build record (``qemu_outputs`` in common.smk)."""
+    """The binary a variant's runs use and its build record (``guestio.plan.Plan.qemu_outputs``)."""
     base = f"{results}/qemu/{variant}"
     binary = HOST_BINARY if qemu_config.get("binary", "build") == "host" else f"{base}/{BINARY_NAME}"
     return {"binary": binary, "build": f"{base}/build.json"}
