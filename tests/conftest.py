@@ -96,6 +96,18 @@ def pipeline_artifacts() -> dict[str, Path]:
     return {"kernel": BASELINE_KERNEL, "initrd": IMAGE}
 
 
+#: The exit plugin as the pipeline's exit_plugin rule builds it, with its decoder test program and
+#: the qemu-plugin.h it was compiled against (include/) beside it.
+PLUGIN_BUILD = TEST_RESULTS / "exits" / "plugin"
+
+
+@pytest.fixture(scope="session")
+def plugin_so() -> Path:
+    """The pipeline's exit plugin (quick when up to date)."""
+    build_or_fail("the exit plugin", results_path("exits", "plugin", "libexitcount.so"))
+    return PLUGIN_BUILD / "libexitcount.so"
+
+
 def _artifact(var: str, key: str, request) -> Path:
     value = os.environ.get(var)
     if value:

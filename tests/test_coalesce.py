@@ -28,7 +28,7 @@ import pytest
 from conftest import TEST_RESULTS, build_or_fail, qemu_trace_event, results_path
 from guestio.build import qemu
 from guestio.exits.tcg.cross_check import cross_check
-from guestio.exits.tcg.plugin import ExitCounter, build_plugin
+from guestio.exits.tcg.plugin import ExitCounter
 from guestio.exits.tcg.plugin_csv import PluginRow
 from guestio.exits.tcg.sequence import parse_sequence
 from guestio.vm import DiskSpec, Hooks, VMSpec, run_vm
@@ -299,14 +299,6 @@ def test_coalesce_kernel_off_on_coalesce_qemu_says_so(coalesce_kernel, coalesce_
     assert lines and all("off (libata.coalesce=0)" in ln for ln in lines), lines
     _check_data(results, disk)
     assert counters.values["batches"] == 0
-
-
-@pytest.fixture(scope="session")
-def plugin_so() -> Path:
-    try:
-        return build_plugin(Path(__file__).resolve().parents[1] / "build" / "plugin")
-    except subprocess.CalledProcessError as exc:
-        pytest.fail(f"building the plugin failed: {exc.cmd}\n{exc.stdout}\n{exc.stderr}")
 
 
 @pytest.mark.boot

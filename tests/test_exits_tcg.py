@@ -26,23 +26,14 @@ from guestio.build.plugin import PLUGIN_DIR
 from guestio.exits.schema import COLUMNS as EXIT_COLUMNS
 from guestio.exits.tcg.cross_check import cross_check
 from guestio.exits.tcg.exit_rows import to_exits, to_exits_frame
-from guestio.exits.tcg.plugin import build_plugin, run_with_plugin
+from guestio.exits.tcg.plugin import run_with_plugin
 from guestio.exits.tcg.plugin_csv import PluginRow, phase_instructions, read_plugin_csv
 from guestio.exits.tcg.sequence import learn_pio_ports, parse_sequence
 
-from conftest import qemu_trace_event
+from conftest import PLUGIN_BUILD, qemu_trace_event
 
 REPO = Path(__file__).resolve().parents[1]
-BUILD = REPO / "build" / "plugin"
-
-
-@pytest.fixture(scope="session")
-def plugin_so() -> Path:
-    """Fetch the header (cached) and build the plugin and the decoder test program."""
-    try:
-        return build_plugin(BUILD)
-    except subprocess.CalledProcessError as exc:
-        pytest.fail(f"building the plugin failed: {exc.cmd}\n{exc.stdout}\n{exc.stderr}")
+BUILD = PLUGIN_BUILD
 
 
 # --------------------------------------------------------------------------------------------

@@ -35,11 +35,10 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 from guestio.build import hostdirs, patches
-from guestio.util import exclusive, sha256_file, write_json_atomic
+from guestio.util import exclusive, sha256_file
 
 BINARY_NAME = "qemu-system-x86_64"
 BINARY_PACKAGE = "qemu-system-x86"
@@ -329,22 +328,3 @@ def load_build(build_json: os.PathLike | str) -> dict:
 def argv_prefix(build: dict) -> list[str]:
     """How to call a loaded build: the binary, and -L firmware_dir when it has one."""
     return [build["binary"], *(["-L", build["firmware_dir"]] if build.get("firmware_dir") else [])]
-
-
-def _main(argv: list[str]) -> int:
-    """``python -m guestio.build.qemu plugin-header DIR``: qemu-plugin.h of the pinned source into DIR/include."""
-    if len(argv) != 2 or argv[0] != "plugin-header":
-        print("usage: python -m guestio.build.qemu plugin-header BUILD_DIR", file=sys.stderr)
-        return 2
-    repo = Path(__file__).resolve().parents[3]
-    source_dir = Path(os.environ.get("GUESTIO_QEMU_SOURCE_DIR", "/var/cache/guestio/src/qemu"))
-    pristine = repo / "build" / "src" / "qemu"
-    source = source_record(pristine) or extract_source(source_dir, pristine)
-    info = plugin_header(source, pristine, Path(argv[1]) / "include" / "qemu-plugin.h")
-    write_json_atomic(Path(argv[1]) / "include" / "qemu-plugin.h.json", info)
-    print(f"{info['header']} from {source['package']} {source['version']} (API version {info['plugin_api_version']})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

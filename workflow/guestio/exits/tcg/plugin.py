@@ -3,35 +3,15 @@
 from __future__ import annotations
 
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from guestio.build.plugin import PLUGIN_DIR, make_argv as plugin_make_argv
 from guestio.exits.tcg import TcgExitError
-from guestio.util import exclusive
 from guestio.vm import Hooks, RunResult, VMSpec, run_vm
 from guestio.vm.qemu_argv import qemu_opt
 
 TRACE_EVENTS = ("memory_region_ops_read", "memory_region_ops_write")
-
-
-def build_plugin(build_dir: Path | str, *, fetch: bool = True) -> Path:
-    """Fetch qemu-plugin.h (cached) and compile libexitcount.so into *build_dir*; its path.
-
-    The same two commands a Snakemake rule runs: ``workflow/plugin/fetch_header.sh DIR`` and
-    ``make -C workflow/plugin BUILD=DIR``.
-    """
-    build_dir = Path(build_dir).absolute()
-    with exclusive(build_dir):  # the exit_plugin rule of another invocation may build here too
-        if fetch:
-            subprocess.run(["sh", str(PLUGIN_DIR / "fetch_header.sh"), str(build_dir)], check=True,
-                           capture_output=True, text=True)
-        subprocess.run(plugin_make_argv(build_dir, silent=True, plugin_dir=PLUGIN_DIR), check=True,
-                       capture_output=True, text=True)
-    return build_dir / "libexitcount.so"
-
 
 
 def plugin_argv(plugin: Path | str, out_csv: Path | str, serial_log: Path | str | None = None,
