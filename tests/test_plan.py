@@ -21,15 +21,15 @@ class HostProbe:
     host_schedulers = ["none", "mq-deadline"]
 
 
-def dry_run_jobs(snakefile) -> dict[str, int]:
+def dry_run_jobs(snakefile, results) -> dict[str, int]:
     done = subprocess.run([str(SNAKEMAKE), "-n", "--forceall", "--cores", "2", "--snakefile", str(snakefile),
-                           "all", "bundle", "--config", "results_dir=results-plan-test"],
+                           "all", "bundle", "--config", f"results_dir={results}"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     return job_counts(done.stdout)
 
 
-def test_the_order_of_the_rule_files_does_not_change_the_dag():
+def test_the_order_of_the_rule_files_does_not_change_the_dag(tmp_path):
     text = (REPO / "Snakefile").read_text()
     lines = text.splitlines(keepends=True)
     stages = [i for i, line in enumerate(lines) if re.match(r'include: "workflow/rules/(?!common)', line)]
@@ -38,13 +38,14 @@ def test_the_order_of_the_rule_files_does_not_change_the_dag():
         lines[i] = line
     reordered = "".join(lines)
     assert reordered != text
-    jobs = dry_run_jobs(REPO / "Snakefile")
+    results = tmp_path / "results"   # the host probe writes its findings there, even in a dry run
+    jobs = dry_run_jobs(REPO / "Snakefile", results)
     assert jobs["total"] > 100 and jobs["measurement_table"] == len(Plan(DEFAULT, REPO, HostProbe).tables)
     # beside the real one: the workflow's base directory is the Snakefile's
     snakefile = REPO / f".Snakefile-reordered-{os.getpid()}"
     try:
         snakefile.write_text(reordered)
-        assert dry_run_jobs(snakefile) == jobs
+        assert dry_run_jobs(snakefile, results) == jobs
     finally:
         snakefile.unlink(missing_ok=True)
 

@@ -11,8 +11,8 @@ the human-readable table to stderr; both are kept (``bonnie.csv``,
 This module holds the command line and the parser; the runs are beside it:
 
 * :func:`guestio.workloads.bonnie_native.run_native` runs bonnie++ directly on the host, in a
-  directory on the host's own file system under the project's build directory (the lead's choice
-  of comparable storage: the paper compared the guest with the host's disk),
+  directory on the host's own file system under the project's build directory (storage comparable
+  to the guest's: the paper compared the guest with the host's disk),
   with the same -s/-r as the guest.
 * :func:`guestio.workloads.bonnie_vm.run_vm_bonnie` runs ``workflow/jobs/bonnie.sh`` in a guest on a fresh
   sparse copy of the formatted data disk, attached as IDE (ata_piix, /dev/sda)
