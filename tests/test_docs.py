@@ -1,6 +1,6 @@
 """The documentation stays true to the repository: the generated configuration reference matches
 the schema, every schema key is described, relative links lead to files that exist, and the README
-keeps the two commands CI runs."""
+keeps the two commands CI runs, and the verdicts it quotes are a recorded run's own."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
 from conftest import REPO
+from guestio.report import results_page
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 GENERATOR = REPO / "workflow" / "scripts" / "config_reference.py"
@@ -119,3 +121,39 @@ def test_readme_keeps_the_two_commands_ci_runs():
     for command in README_COMMANDS:
         assert re.search(rf"^{re.escape(command)}(\s|$)", readme, re.M), f"README.md lost the command {command!r}"
     assert README_COMMANDS[1] in (REPO / ".ci" / "run").read_text()
+
+
+# --------------------------------------------------------------------------------------------
+# The verdicts the docs quote are a run's own files (guestio.report.results_page)
+
+RECORDED_RUN = REPO / "tests" / "data" / "run-d4ba1fe"   # claims files of a complete default run
+
+
+def test_the_verdict_table_of_the_results_page_is_the_recorded_runs():
+    page = (REPO / "docs" / "results.md").read_text()
+    assert results_page.generated_block(page) == results_page.read_run(RECORDED_RUN), (
+        "docs/results.md's table is not the recorded run's: run "
+        "`.venv/bin/python -m guestio.report.results_page tests/data/run-d4ba1fe --docs docs/results.md`")
+
+
+def test_the_readme_quotes_the_recorded_totals():
+    totals = re.search(r"^Totals: (.*)\.$", results_page.read_run(RECORDED_RUN), re.M).group(1)
+    readme = " ".join((REPO / "README.md").read_text().split())
+    for count in totals.split(", "):
+        if not count.startswith("0 "):
+            assert count in readme, count
+
+
+def test_the_results_page_generator_fills_only_its_block_and_refuses_unknown_verdicts():
+    claims = pd.read_csv(RECORDED_RUN / "claims.csv", dtype=str, keep_default_na=False)
+    quantities = pd.read_csv(RECORDED_RUN / "claims-quantities.csv", dtype=str, keep_default_na=False)
+    table = results_page.verdict_table(claims, quantities)
+    page = f"intro\n{results_page.BEGIN}\nold\n{results_page.END}\noutro\n"
+    new = results_page.replace_block(page, table)
+    assert new.startswith("intro\n") and new.endswith("\noutro\n") and "old" not in new
+    assert results_page.generated_block(new) == table
+    claims.loc[0, "verdict"] = "sort of"
+    with pytest.raises(ValueError, match="sort of"):
+        results_page.verdict_table(claims, quantities)
+    with pytest.raises(ValueError, match="no generated block"):
+        results_page.replace_block("no markers", table)
