@@ -203,11 +203,3 @@ def test_csv_roundtrip(tmp_path, kvm, tcg):
     with pytest.raises(ValueError, match="exit_kind"):
         exits.write_csv(bad, tmp_path / "bad.csv")
     assert not (tmp_path / "bad.csv").exists()
-
-
-def test_symbolize_fills_missing_functions():
-    df = exits.frame([_row(function="", offset=None), _row(guest_pc=0xffffffff80000000, function="", offset=None)])
-    out = exits.symbolize(df, SymbolTable.from_system_map(DATA / "System.map"))
-    assert out["function"].tolist() == ["iowrite8", ""] and out["offset"].tolist()[0] == 0x1c
-    assert pd.isna(out["offset"].tolist()[1])
-    exits.validate(out)

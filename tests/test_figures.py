@@ -533,7 +533,7 @@ def test_figure_files_are_written_and_load(tmp_path, df, prov, fig_id):
 
 
 def test_labels_name_accelerator_disk_and_variant_and_footer_has_provenance(df, prov):
-    result = figures.plot_fig1(df, prov, None, None, seed=SEED)
+    result = figures.plot_comparison("fig1", df, prov, None, None, seed=SEED)
     ticks = [t.get_text() for ax in result.figure.axes for t in ax.get_xticklabels()]
     vm = [t for t in ticks if t.startswith("VM")]
     assert vm and all("TCG" in t and "IDE" in t and "baseline" in t for t in vm)
@@ -544,7 +544,7 @@ def test_labels_name_accelerator_disk_and_variant_and_footer_has_provenance(df, 
 
 
 def test_tcg_run_carries_the_emulation_warning_and_kvm_run_does_not(df, prov):
-    tcg = figures.plot_fig1(df, prov, None, None, seed=SEED)
+    tcg = figures.plot_comparison("fig1", df, prov, None, None, seed=SEED)
     assert tcg.tcg
     joined = " ".join(tcg.texts)
     assert "QEMU TCG emulation, not KVM" in joined and "not comparable" in joined
@@ -553,12 +553,12 @@ def test_tcg_run_carries_the_emulation_warning_and_kvm_run_does_not(df, prov):
     warning = [t for t in tcg.figure.texts if "TCG emulation" in t.get_text()]
     assert warning and all(t.get_position()[1] > top_of_axes for t in warning)
 
-    kvm = figures.plot_fig1(make_df("kvm"), make_provenance("kvm"), None, None, seed=SEED)
+    kvm = figures.plot_comparison("fig1", make_df("kvm"), make_provenance("kvm"), None, None, seed=SEED)
     assert not kvm.tcg
     assert "TCG emulation" not in " ".join(kvm.texts)
     assert any("KVM · IDE" in t for t in kvm.texts)
     # The provenance alone saying TCG is enough for the warning.
-    assert figures.plot_fig1(make_df("kvm"), make_provenance("tcg"), None, None, seed=SEED).tcg
+    assert figures.plot_comparison("fig1", make_df("kvm"), make_provenance("tcg"), None, None, seed=SEED).tcg
 
 
 @pytest.mark.parametrize("fig_id", ["fig1", "fig6"])
@@ -585,8 +585,8 @@ def test_rerun_in_a_fresh_process_is_byte_identical(tmp_path, df, prov):
     csv, pj = tmp_path / "disk.csv", tmp_path / "prov.json"
     df.to_csv(csv, index=False)
     pj.write_text(json.dumps(prov))
-    code = ("import json, sys, pandas as pd; from guestio.analysis.figures import plot_fig1; "
-            "plot_fig1(pd.read_csv(sys.argv[1]), json.load(open(sys.argv[2])), sys.argv[3], sys.argv[4], 1)")
+    code = ("import json, sys, pandas as pd; from guestio.analysis.figures import plot_comparison; "
+            "plot_comparison('fig1', pd.read_csv(sys.argv[1]), json.load(open(sys.argv[2])), sys.argv[3], sys.argv[4], 1)")
     digests = []
     for run in ("a", "b"):
         pdf, png = tmp_path / f"{run}.pdf", tmp_path / f"{run}.png"
@@ -598,7 +598,7 @@ def test_rerun_in_a_fresh_process_is_byte_identical(tmp_path, df, prov):
 
 
 def test_annotation_and_bars_are_the_bootstrap_numbers(df, prov):
-    result = figures.plot_fig1(df, prov, None, None, seed=SEED)
+    result = figures.plot_comparison("fig1", df, prov, None, None, seed=SEED)
     joined = "\n".join(result.texts)
     for metric in ("block_write_throughput", "block_write_cpu"):
         expected = bootstrap_ratio_ci(raw(df, "vm", "baseline", metric), raw(df, "native", "host", metric), SEED)
@@ -631,7 +631,7 @@ def test_annotation_and_bars_are_the_bootstrap_numbers(df, prov):
 
 def test_fig6_compares_the_32bit_kernels_exits_at_boot(prov):
     df = make_boot_df()
-    result = figures.plot_fig6(df, prov, None, None, seed=SEED)
+    result = figures.plot_comparison("fig6", df, prov, None, None, seed=SEED)
     (r,) = [r for r in result.ratios if r.panel.metric == "pm_timer_setup_exits"]
     assert (r.numerator.variant, r.denominator.variant) == ("pmtmr-i386", "baseline-i386")
     assert (r.ratio, r.low, r.high) == bootstrap_ratio_ci(raw(df, "vm", "pmtmr-i386", "pm_timer_setup_exits"),
@@ -643,7 +643,7 @@ def test_fig6_compares_the_32bit_kernels_exits_at_boot(prov):
     assert [ax.get_ylabel() for ax in result.figure.axes][:2] == ["exits", "exits"]
     # a table of another unit is refused, naming the metric
     with pytest.raises(FigureDataError, match=r"^fig6 .*pm_timer_setup_exits: unit 'KiB/s', expected 'exits'"):
-        figures.plot_fig6(df.assign(unit="KiB/s"), prov, None, None, seed=SEED)
+        figures.plot_comparison("fig6", df.assign(unit="KiB/s"), prov, None, None, seed=SEED)
 
 
 def test_summary_csv_and_markdown(tmp_path, df):
@@ -665,17 +665,17 @@ def test_summary_csv_and_markdown(tmp_path, df):
 def test_several_vm_settings_give_one_ratio_each(df, prov):
     virtio = make_df(disk="virtio", native=False)
     both = pd.concat([df, virtio], ignore_index=True)
-    result = figures.plot_fig1(both, prov, None, None, seed=SEED)
+    result = figures.plot_comparison("fig1", both, prov, None, None, seed=SEED)
     assert len(result.ratios) == 4
     assert {r.numerator.disk for r in result.ratios} == {"ide", "virtio"}
     assert any("virtio" in t for t in result.texts)
     boot = pd.concat([make_boot_df(disk="ide"), make_boot_df(disk="virtio")], ignore_index=True)
-    fig6 = figures.plot_fig6(boot, prov, None, None, seed=SEED)
+    fig6 = figures.plot_comparison("fig6", boot, prov, None, None, seed=SEED)
     assert {(r.numerator.disk, r.denominator.disk) for r in fig6.ratios} == {("ide", "ide"), ("virtio", "virtio")}
 
 
 def test_one_repetition_draws_no_ci(prov):
-    result = figures.plot_fig1(make_df(reps=1), prov, None, None, seed=SEED)
+    result = figures.plot_comparison("fig1", make_df(reps=1), prov, None, None, seed=SEED)
     assert all(math.isnan(r.low) for r in result.ratios)
     assert any("no CI: one repetition" in t for t in result.texts)
     assert any("Welch p n/a" in t for t in result.texts)
@@ -685,20 +685,20 @@ def test_nan_values_are_left_out_of_the_counts(df, prov):
     df = df.copy()
     hit = (df.target == "vm") & (df.variant == "baseline") & (df.metric == "block_write_cpu") & (df.repetition == 0)
     df.loc[hit, "value"] = float("nan")
-    result = figures.plot_fig1(df, prov, None, None, seed=SEED)
+    result = figures.plot_comparison("fig1", df, prov, None, None, seed=SEED)
     (r,) = [r for r in result.ratios if r.panel.metric == "block_write_cpu"]
     assert r.n_numerator == 4 and r.n_denominator == 5
 
 
 def test_plotting_leaves_global_rcparams_alone(df, prov):
     with matplotlib.rc_context({"font.size": 17.0, "lines.linewidth": 4.0}):
-        figures.plot_fig1(df, prov, None, None, seed=SEED)
+        figures.plot_comparison("fig1", df, prov, None, None, seed=SEED)
         assert matplotlib.rcParams["font.size"] == 17.0
         assert matplotlib.rcParams["lines.linewidth"] == 4.0
 
 
 def test_missing_provenance_keys_are_labelled_unknown(df):
-    result = figures.plot_fig1(df, {}, None, None, seed=SEED)
+    result = figures.plot_comparison("fig1", df, {}, None, None, seed=SEED)
     joined = " ".join(result.texts)
     assert "QEMU version unknown" in joined and "guest kernel version unknown" in joined
     assert "unknown CPU" in joined and result.tcg  # the CSV's accelerator column still says TCG
@@ -750,20 +750,20 @@ def test_missing_native_rows_error_names_the_figure(tmp_path, prov):
 
 def test_missing_variant_metric_experiment_or_column_errors_name_the_figure(df, prov):
     with pytest.raises(FigureDataError, match=r"^fig6 .*variant 'pmtmr-i386'"):
-        figures.plot_fig6(make_boot_df(variants=("baseline-i386",)), prov, None, None, seed=SEED)
+        figures.plot_comparison("fig6", make_boot_df(variants=("baseline-i386",)), prov, None, None, seed=SEED)
     with pytest.raises(FigureDataError, match=r"^fig2 .*block_read_cpu"):
-        figures.plot_fig2(df[df.metric != "block_read_cpu"], prov, None, None, seed=SEED)
+        figures.plot_comparison("fig2", df[df.metric != "block_read_cpu"], prov, None, None, seed=SEED)
     with pytest.raises(FigureDataError, match=r"^fig1 .*experiment 'disk'.*net"):
-        figures.plot_fig1(df.assign(experiment="net"), prov, None, None, seed=SEED)
+        figures.plot_comparison("fig1", df.assign(experiment="net"), prov, None, None, seed=SEED)
     with pytest.raises(FigureDataError, match=r"^fig1 .*columns clocksource"):
-        figures.plot_fig1(df.drop(columns="clocksource"), prov, None, None, seed=SEED)
+        figures.plot_comparison("fig1", df.drop(columns="clocksource"), prov, None, None, seed=SEED)
     other_clock = make_boot_df()
     other_clock.loc[other_clock.variant == "pmtmr-i386", "clocksource"] = "tsc"
     with pytest.raises(FigureDataError, match=r"^fig6 .*same accelerator, disk, clocksource"):
-        figures.plot_fig6(other_clock, prov, None, None, seed=SEED)
+        figures.plot_comparison("fig6", other_clock, prov, None, None, seed=SEED)
     dup = pd.concat([df, df[df.target == "native"]], ignore_index=True)
     with pytest.raises(FigureDataError, match=r"^fig1 .*more than once"):
-        figures.plot_fig1(dup, prov, None, None, seed=SEED)
+        figures.plot_comparison("fig1", dup, prov, None, None, seed=SEED)
     with pytest.raises(ValueError, match="unknown figure 'fig9'"):
         figures.summary_table(df, "fig9", SEED)
 

@@ -28,12 +28,38 @@ NET = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["network"]
 PYTHON = sys.executable
 
 
+def machine_network_state() -> dict:
+    """The machine's namespaces, its own links and routes, the netns mounts, and what the testbed
+    keeps under /run and the temporary directory: compared before and after a run."""
+    def out(argv):
+        r = subprocess.run(argv, capture_output=True, text=True)
+        return r.stdout
+    links = sorted(ln.split(":", 2)[1].strip().split("@")[0] for ln in out(["ip", "-o", "link", "show"]).splitlines()
+                   if ln.strip())
+    try:
+        netns = sorted(os.listdir(namespaces.NETNS_DIR))
+    except FileNotFoundError:
+        netns = []
+    mounts = sorted(ln.split()[4] for ln in Path("/proc/self/mountinfo").read_text().splitlines()
+                    if "/run/netns" in ln.split()[4])
+    return {
+        "namespaces": netns,
+        "run_dirs": {str(d): d.is_dir() for d in (namespaces.NETNS_DIR, namespaces.LOCK_DIR)},
+        "tmp_dirs": sorted(d.name for d in Path(tempfile.gettempdir()).glob(f"{namespaces.TMP_PREFIX}*")),
+        "links": links,
+        "addresses": sorted(out(["ip", "-o", "addr", "show"]).splitlines()),
+        "routes": sorted(out(["ip", "route", "show", "table", "all"]).splitlines()),
+        "netns_mounts": mounts,
+        "locks": sorted(os.listdir(namespaces.LOCK_DIR)) if namespaces.LOCK_DIR.is_dir() else [],
+    }
+
+
 @pytest.fixture
 def machine_state():
     """The machine's network state before the test; the test must leave it so."""
-    before = namespaces.machine_network_state()
+    before = machine_network_state()
     yield before
-    after = namespaces.machine_network_state()
+    after = machine_network_state()
     assert after == before, f"network state changed:\nbefore {before}\nafter  {after}"
 
 
@@ -60,8 +86,8 @@ def test_testbed_links_hosts_and_leaves_nothing(machine_state):
         assert "tap0" in links_b and "br0" in links_b and "master br0" in links_b
         assert "tbf" in tb.describe()["link"]["qdiscs"]["hosta"]
         # The machine's own namespace gained nothing: no veth, tap or bridge, no route to the subnet.
-        assert namespaces.machine_network_state()["links"] == machine_state["links"]
-        assert namespaces.machine_network_state()["routes"] == machine_state["routes"]
+        assert machine_network_state()["links"] == machine_state["links"]
+        assert machine_network_state()["routes"] == machine_state["routes"]
     assert not ns & set(namespaces.guestio_namespaces())
 
 

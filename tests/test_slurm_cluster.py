@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -113,6 +114,10 @@ def active_jobs(cluster: Cluster) -> list[str]:
                        "-o", "%i %j %T").stdout.split("\n")[:-1]
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster():
     missing = [d for d in DAEMONS if shutil.which(d) is None]
@@ -124,6 +129,9 @@ def slurm_cluster():
     top = Path(tempfile.mkdtemp(prefix="guestio-slurm-"))
     top.chmod(0o755)
     state = top / "cluster"
+    # A SIGTERM (CI's timeout, a user's kill) would end pytest without its teardown and leave the
+    # daemons running: made an interrupt, it unwinds through the stop below like Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     started = subprocess.run([str(CLUSTER_SH), "start", str(state)], capture_output=True, text=True, timeout=120)
     try:
         if started.returncode != 0:
@@ -138,6 +146,7 @@ def slurm_cluster():
         stopped = subprocess.run([str(CLUSTER_SH), "stop", str(state)], capture_output=True, text=True, timeout=120)
         alive = [pid for pid in pids if Path(f"/proc/{pid}").exists()]
         shutil.rmtree(top, ignore_errors=True)
+        signal.signal(signal.SIGTERM, previous)
         assert stopped.returncode == 0 and not alive, \
             f"the private Slurm cluster did not stop (still alive: {alive}):\n{stopped.stdout}{stopped.stderr}"
 

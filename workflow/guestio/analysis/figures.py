@@ -150,15 +150,3 @@ def plot_comparison(fig_id: str, df: pd.DataFrame, provenance: Mapping | None,
                                                                            metadata=PNG_METADATA)))
     summary = summary_frame(spec, ratios, seed, n_resamples, confidence)
     return FigureResult(fig_id, fig, figure_texts(fig), ratios, bars, tcg, summary, outputs)
-
-
-def plot_fig1(df, provenance, out_pdf, out_png, seed, **kw) -> FigureResult:
-    return plot_comparison("fig1", df, provenance, out_pdf, out_png, seed, **kw)
-
-
-def plot_fig2(df, provenance, out_pdf, out_png, seed, **kw) -> FigureResult:
-    return plot_comparison("fig2", df, provenance, out_pdf, out_png, seed, **kw)
-
-
-def plot_fig6(df, provenance, out_pdf, out_png, seed, **kw) -> FigureResult:
-    return plot_comparison("fig6", df, provenance, out_pdf, out_png, seed, **kw)

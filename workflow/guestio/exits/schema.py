@@ -209,21 +209,6 @@ def validate(df: pd.DataFrame) -> None:
                                  f"{sums.loc[over[0], c]:.6f} > 1")
 
 
-def symbolize(df: pd.DataFrame, symbols) -> pd.DataFrame:
-    """Fill function/offset from a :class:`guestio.exits.symbols.SymbolTable` where function is empty."""
-    df = df.copy()
-    funcs, offs = list(df["function"]), list(df["offset"])
-    for k, (pc, fn) in enumerate(zip(df["guest_pc"], df["function"])):
-        if fn:
-            continue
-        hit = symbols.lookup(int(pc))
-        if hit:
-            funcs[k], offs[k] = hit[0], hit[1]
-    df["function"] = funcs
-    df["offset"] = pd.array([None if pd.isna(v) else int(v) for v in offs], dtype="Int64")
-    return df
-
-
 # ---- ranking ---------------------------------------------------------------------------------
 
 def _join_addresses(vals) -> str:

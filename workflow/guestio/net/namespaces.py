@@ -42,32 +42,6 @@ def guestio_namespaces() -> list[str]:
         return []
 
 
-def machine_network_state() -> dict:
-    """The machine's namespaces, its own links and routes, and the netns mounts: a test
-    compares this before and after a run."""
-    def out(argv):
-        r = subprocess.run(argv, capture_output=True, text=True)
-        return r.stdout
-    links = sorted(ln.split(":", 2)[1].strip().split("@")[0] for ln in out(["ip", "-o", "link", "show"]).splitlines()
-                   if ln.strip())
-    try:
-        namespaces = sorted(os.listdir(NETNS_DIR))
-    except FileNotFoundError:
-        namespaces = []
-    mounts = sorted(ln.split()[4] for ln in Path("/proc/self/mountinfo").read_text().splitlines()
-                    if "/run/netns" in ln.split()[4])
-    return {
-        "namespaces": namespaces,
-        "run_dirs": {str(d): d.is_dir() for d in (NETNS_DIR, LOCK_DIR)},
-        "tmp_dirs": sorted(d.name for d in Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}*")),
-        "links": links,
-        "addresses": sorted(out(["ip", "-o", "addr", "show"]).splitlines()),
-        "routes": sorted(out(["ip", "route", "show", "table", "all"]).splitlines()),
-        "netns_mounts": mounts,
-        "locks": sorted(os.listdir(LOCK_DIR)) if LOCK_DIR.is_dir() else [],
-    }
-
-
 def _tag_of(namespace: str) -> str:
     return namespace[len(NS_PREFIX):].rsplit("-", 1)[0]
 
