@@ -126,14 +126,14 @@ def test_readme_keeps_the_two_commands_ci_runs():
 # --------------------------------------------------------------------------------------------
 # The verdicts the docs quote are a run's own files (guestio.report.results_page)
 
-RECORDED_RUN = REPO / "tests" / "data" / "run-d4ba1fe"   # claims files of a complete default run
+RECORDED_RUN = REPO / "tests" / "data" / "run-5621724"   # claims files of a complete default run
 
 
 def test_the_verdict_table_of_the_results_page_is_the_recorded_runs():
     page = (REPO / "docs" / "results.md").read_text()
     assert results_page.generated_block(page) == results_page.read_run(RECORDED_RUN), (
         "docs/results.md's table is not the recorded run's: run "
-        "`.venv/bin/python -m guestio.report.results_page tests/data/run-d4ba1fe --docs docs/results.md`")
+        "`.venv/bin/python -m guestio.report.results_page tests/data/run-5621724 --docs docs/results.md`")
 
 
 def test_the_readme_quotes_the_recorded_totals():

@@ -10,8 +10,8 @@ machine with whatever else runs: the load average at the start is given.
 
     .venv/bin/python workflow/bench/pipeline.py [--parts kernels,qemu,image,boot,plugin,mainjob] [--boots 5]
 
-mainjob is the main job from nothing in a clean clone of HEAD (the default profile: 83 min here on
-2026-12-01, 113 before the cuts of that day).
+mainjob is the main job from nothing in a clean clone of HEAD (the default profile: 46.9 min here
+on 2026-12-07; docs/results.md#costs has the history).
 """
 
 from __future__ import annotations
