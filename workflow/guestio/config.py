@@ -80,32 +80,29 @@ def check_variants(config: dict, layers_root: Path) -> None:
             problems.append(f"variants: Fig 6's boot-only runs (pmtmr) need the kernel variant {variant!r} "
                             f"(claims.yaml names it); variants: {', '.join(config['variants'])}")
     problems += qemu_variant_problems(config)
-    problems += reference_problems(config)
+    _refuse_invalid(problems)
+
+
+def _refuse_invalid(problems: list[str]) -> None:
     if problems:
         raise ConfigError("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 def reference_problems(config: dict) -> list[str]:
     """The kernel and QEMU variants that the VM runs, the network stage and the timer stage name
-    must be defined (under variants, qemu.variants)."""
+    must be defined (under variants, qemu.variants).  On a config with the schema's defaults."""
     from guestio.plan.stages import timer_conditions   # the plan imports this module
 
-    kernels = list(config["variants"])
-    qemus = list((config.get("qemu") or {}).get("variants") or {"stock": []})
-    problems = []
-    vm_qemu = (config.get("vm") or {}).get("qemu", "stock")
-    if vm_qemu not in qemus:
-        problems.append(f"vm.qemu: {vm_qemu!r} is not a QEMU variant; qemu.variants defines: {', '.join(qemus)}")
-        return problems   # the conditions below name it
-    network = config.get("network") or {}
-    for key in ("variant", "nonapi_variant"):
-        if key in network and network[key] not in kernels:
-            problems.append(f"network.{key}: {network[key]!r} is not a kernel variant; "
-                            f"variants defines: {', '.join(kernels)}")
-    if "timer" in config:
-        for name, (variant, _qemu) in timer_conditions(vm_qemu, qemus).items():
-            if variant not in kernels:
-                problems.append(f"the timer stage ({name}) needs the kernel variant {variant!r} under variants")
+    kernels, qemus = list(config["variants"]), list(config["qemu"]["variants"])
+    vm_qemu = config["vm"]["qemu"]
+    if vm_qemu not in qemus:   # the conditions below name it
+        return [f"vm.qemu: {vm_qemu!r} is not a QEMU variant; qemu.variants defines: {', '.join(qemus)}"]
+    problems = [f"network.{key}: {config['network'][key]!r} is not a kernel variant; "
+                f"variants defines: {', '.join(kernels)}"
+                for key in ("variant", "nonapi_variant") if config["network"][key] not in kernels]
+    for name, (variant, _qemu) in timer_conditions(vm_qemu, qemus).items():
+        if variant not in kernels:
+            problems.append(f"the timer stage ({name}) needs the kernel variant {variant!r} under variants")
     return problems
 
 
@@ -486,6 +483,7 @@ def check_all(config: dict) -> None:
     check(config, SCHEMA)
     check_variants(config, KERNEL_LAYERS_ROOT)
     validate(config, str(SCHEMA))
+    _refuse_invalid(reference_problems(config))
     # Paths, the subnet, the patches, the report's artifacts, the exit window: refused before
     # anything is written.
     check_inputs(config)

@@ -54,7 +54,6 @@ class BootRun:
     panic: str         # the console's panic line (why the boot stopped)
 
 
-
 def qemu_argv(*, qemu: str, firmware_dir: str | None, kernel: Path, append: str, memory_mib: int,
               plugin: Path, out_csv: Path, serial_log: Path, machine: str = "pc") -> list[str]:
     """The boot-only QEMU command line: no initramfs, no disks, no NIC, the console to a file that

@@ -190,7 +190,7 @@ class Plan:
         conditions' kernels and QEMUs."""
         timer = list(self.timer.conditions.values())
         variants = [self.variants[0], *self.config["smoke"]["variants"], *self.disk["variants"],
-                    *self.config["exits"]["variants"], self.network.section["variant"], *(v for v, _q in timer)]
+                    *self.config["exits"]["variants"], self.network.variants[0], *(v for v, _q in timer)]
         return list(dict.fromkeys(variants)), list(dict.fromkeys([self.vm_qemu, *(q for _v, q in timer)]))
 
     def acceptance_bonnie_exits(self) -> list[str]:
@@ -211,3 +211,7 @@ class Plan:
 
     def figure_files(self, fig: str) -> list[str]:
         return [f"{self.results}/figures/{fig}.{ext}" for ext in ("pdf", "png")]
+
+    def figure_ratios(self, fig: str) -> str:
+        """The figure's summary: each bar's ratio with its interval (what the claims table reads)."""
+        return f"{self.results}/figures/{fig}-ratios.csv"

@@ -36,7 +36,6 @@ def timer_conditions(vm_qemu: str, qemu_variants) -> dict[str, tuple[str, str]]:
 
 class Timer:
     def __init__(self, plan, section: dict) -> None:
-        self.section = section
         self.reps = range(section["repetitions"])
         self.conditions = timer_conditions(plan.vm_qemu, plan.qemu_variants)
         if len(self.conditions) < 3:
@@ -55,7 +54,7 @@ class Coalesce:
     on the coalesce QEMU), and diskmods.coalesce.exit_repetitions exit runs per side."""
 
     def __init__(self, plan, diskmods: dict) -> None:
-        self.section = section = diskmods["coalesce"]
+        section = diskmods["coalesce"]
         self.sides = {side: plan.disk_condition(variant=section[side]["variant"], qemu=section[side]["qemu"])
                       for side in ("before", "after")}
         self.disk_runs = plan.disk_vm_runs(self.sides.values(), reps=range(diskmods["repetitions"]))
@@ -87,7 +86,6 @@ class Network:
     FIGURES = ("fig3", "fig4", "fig7")
 
     def __init__(self, plan, section: dict) -> None:
-        self.section = section
         reps = range(section["repetitions"])
         vm_conditions = ([(section["variant"], nic) for nic in section["nics"]]
                          + [(section["variant"], section["ping_nic"]), (section["variant"], "e1000"),
@@ -95,11 +93,11 @@ class Network:
         self.runs = ([f"{paths.run_dir('net_native', plan.results, rep=r)}/measurements.csv" for r in reps]
                      + [f"{paths.run_dir('net_vm', plan.results, variant=v, qemu=plan.vm_qemu, nic=n, rep=r)}"
                         "/measurements.csv" for v, n in vm_conditions for r in reps])
+        # the NAPI kernel (Fig 3, 4, Table 2 and Fig 7's NAPI side), then Fig 7's side without NAPI
         self.variants = [section["variant"], section["nonapi_variant"]]
         self.exits = plan.exit_runs("netperf", [section["variant"]], plan.vm_qemu, "exits.csv")[0]
-        self.figure_files = {fig: {"pdf": f"{plan.results}/figures/{fig}.pdf",
-                                   "png": f"{plan.results}/figures/{fig}.png",
-                                   "csv": f"{plan.results}/figures/{fig}-ratios.csv"} for fig in self.FIGURES}
+        self.figure_files = {fig: {**dict(zip(("pdf", "png"), plan.figure_files(fig))), "csv": plan.figure_ratios(fig)}
+                             for fig in self.FIGURES}
 
 
 class Pmtmr:
@@ -107,7 +105,6 @@ class Pmtmr:
     the missing root."""
 
     def __init__(self, plan, section: dict) -> None:
-        self.section = section
         self.variants = list(PMTMR_VARIANTS)
         self.runs = [f"{plan.exit_dir('boot', v, plan.vm_qemu, rep)}/measurements.csv"
                      for v in self.variants for rep in range(section["repetitions"])]

@@ -87,12 +87,6 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _namedlist(nl) -> dict:
-    items = [str(x) if not isinstance(x, (list, tuple)) else [str(y) for y in x] for x in nl]
-    names = {name: list(idx) for name, idx in nl._names.items()}
-    return {"items": items, "names": names}
-
-
 def _relative(path: str, repo: Path) -> str:
     """A path as the bundle holds it: repository files relative to the repository (``repo:``),
     everything else relative to the working directory."""
@@ -105,31 +99,19 @@ def _relative(path: str, repo: Path) -> str:
     return str(p)
 
 
-def render_spec(workflow, repo: Path, rule_name: str, wildcards: Mapping[str, str]) -> dict:
-    """The concrete job of a rendering rule: its script, inputs, outputs, log and params as JSON."""
-    rule = workflow.get_rule(rule_name)
-    wc = dict(wildcards)
-    inputs, *_ = rule.expand_input(wc)
-    outputs, _ = rule.expand_output(wc)
-    params, _ = rule.expand_params(wc, inputs, outputs, None)
-    log = rule.expand_log(wc)
-    basedir = (rule.basedir.get_path_or_uri(secret_free=True) if hasattr(rule.basedir, "get_path_or_uri")
-               else str(rule.basedir))
-    script = rule.script
-    if script is None:
-        raise ValueError(f"render_spec: rule {rule_name} has no script: directive")
-    script_path = (Path(basedir) / script).resolve()
+def render_spec(job: Mapping[str, Any], repo: Path) -> dict:
+    """The concrete job of a rendering rule as the bundle records it: *job* as
+    :meth:`guestio.report.workflow_view.WorkflowView.job` gives it, with repository paths marked
+    (``repo:``) and params as JSON values."""
+    def conv(named):
+        return {"items": [_relative(x, repo) if isinstance(x, str) else [_relative(y, repo) for y in x]
+                          for x in named["items"]],
+                "names": named["names"]}
 
-    def conv(nl):
-        d = _namedlist(nl)
-        d["items"] = [_relative(x, repo) if isinstance(x, str) else [_relative(y, repo) for y in x]
-                      for x in d["items"]]
-        return d
-
-    output = conv(outputs)
-    return {"rule": rule_name, "wildcards": wc, "script": _relative(str(script_path), repo),
-            "input": conv(inputs), "output": output, "log": conv(log),
-            "params": {name: _jsonable(value) for name, value in params.items()},
+    output = conv(job["output"])
+    return {"rule": job["rule"], "wildcards": job["wildcards"], "script": _relative(job["script"], repo),
+            "input": conv(job["input"]), "output": output, "log": conv(job["log"]),
+            "params": {name: _jsonable(value) for name, value in job["params"].items()},
             "volatile": volatile_keys(output["items"])}
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 
 from guestio.analysis import claims as claims_model
+from guestio.report.bundle import render_spec
 from guestio.report.captions import ReportFacts
 from guestio.report.evidence import Evidence
 
-#: The rules whose code decides a verdict: editing one redoes the claims table.
+#: The files whose content decides a verdict: editing one redoes the claims table.
 REPORT_CODE = ([f"workflow/guestio/analysis/{n}" for n in
                 ("claims.yaml", "claims.py", "claim_model.py", "claims_check.py", "placeholders.py")]
                + [f"workflow/guestio/report/{n}" for n in
@@ -65,7 +66,7 @@ class ReportPlan:
                 if aid in self.plan.figures:
                     files = self.plan.figure_files(aid)
                     out[aid] = {"kind": "figure", "rule": "figure", "wildcards": {"fig": aid}, "files": files,
-                                "csv": f"{self.plan.results}/figures/{aid}-ratios.csv", "png": files[1],
+                                "csv": self.plan.figure_ratios(aid), "png": files[1],
                                 "table": self.plan.figures[aid]}
                 continue
             outputs = self.view.plain_outputs(art.built_by)
@@ -192,7 +193,8 @@ class ReportPlan:
         if self.beyond_on:
             jobs.append(("beyond", {}))
         # only script rules can be re-rendered from their record
-        return [self.view.render_spec(name, wc) for name, wc in jobs if self.view.has_script(name)]
+        return [render_spec(self.view.job(name, wc), self.view.repo)
+                for name, wc in jobs if self.view.has_script(name)]
 
     def local_rules(self) -> list[str]:
         names = set(LOCAL_RULES)

@@ -1,5 +1,6 @@
 """What the report, claims and bundle rules need to know of the running Snakemake workflow: which
-rules exist, their plain outputs and inputs, the invocation, and the report() flag of a file.
+rules exist, their plain outputs and inputs, a script rule's expanded job, the invocation, and the
+report() flag of a file.
 
 The one place that reads Snakemake's internals (rule.output._names, expand_input, the workflow's
 config settings), so that a Snakemake upgrade that moves them changes this file alone.
@@ -9,11 +10,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Mapping
 
 from snakemake.io import report as flag_for_report
 from snakemake.sourcecache import infer_source_file
 
-from guestio.report.bundle import render_spec
+
+
+def _named(named_list) -> dict:
+    """A Snakemake named list: its items (a name may stand for several) and each name's indices."""
+    items = [str(x) if not isinstance(x, (list, tuple)) else [str(y) for y in x] for x in named_list]
+    return {"items": items, "names": {name: list(idx) for name, idx in named_list._names.items()}}
 
 
 class WorkflowView:
@@ -62,8 +69,21 @@ class WorkflowView:
             cmd += ["--config"] + [f"{k}={v}" for k, v in overrides.items()]
         return " ".join(cmd)
 
-    def render_spec(self, name: str, wildcards: dict) -> dict:
-        return render_spec(self._workflow, self.repo, name, wildcards)
+    def job(self, name: str, wildcards: Mapping[str, str]) -> dict:
+        """A script rule's job for *wildcards*, as plain values: its script's path, its input,
+        output and log as {"items", "names"}, its params by name."""
+        rule = self._workflow.get_rule(name)
+        wc = dict(wildcards)
+        inputs, *_ = rule.expand_input(wc)
+        outputs, _ = rule.expand_output(wc)
+        params, _ = rule.expand_params(wc, inputs, outputs, None)
+        basedir = (rule.basedir.get_path_or_uri(secret_free=True) if hasattr(rule.basedir, "get_path_or_uri")
+                   else str(rule.basedir))
+        if rule.script is None:
+            raise ValueError(f"rule {name} has no script: directive")
+        return {"rule": name, "wildcards": wc, "script": str((Path(basedir) / rule.script).resolve()),
+                "input": _named(inputs), "output": _named(outputs), "log": _named(rule.expand_log(wc)),
+                "params": dict(params.items())}
 
     def flag_for_report(self, path: str, caption: str, category: str, subcategory: str, labels: dict):
         """*path* flagged for `snakemake --report`, with a caption file of workflow/report.  In an
